@@ -1,0 +1,1 @@
+"""Sub-commands of the ``astroclip`` command line (see `astroclip.cli`)."""

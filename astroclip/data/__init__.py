@@ -1,0 +1,1 @@
+"""Training sets on disk and in memory: the paired HDF5 format, torch Datasets, augmentations."""

@@ -1,0 +1,1 @@
+"""Astropy/specutils objects -> arrays on the models' grids (no torch models here)."""

@@ -1,0 +1,1 @@
+"""Pure torch modules: spectrum transformer, image backbones, heads, the aligned model."""

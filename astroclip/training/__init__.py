@@ -1,0 +1,1 @@
+"""Lightning training of the three stages: spectrum pretraining, image pretraining, alignment."""
