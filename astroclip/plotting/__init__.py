@@ -1,0 +1,1 @@
+"""Matplotlib figures of the paper; every function returns a `~matplotlib.figure.Figure`."""
