@@ -1,0 +1,620 @@
+"""The paired image-spectrum training-set file (HDF5).
+
+One file holds N galaxies, each with an identifier, a sky position, a
+spectrum (flux and inverse variance on the DESI grid of
+`astroclip.inputs.grid`), a g, r, z image in nanomaggies, optional
+catalogue labels and a train/val/test split.  Layout (``format_version`` 1)::
+
+    /                      attrs: format="astroclip-paired", format_version=1,
+                                  bands="g,r,z", flux_unit, image_unit
+    /targetid              int64   (N,)
+    /ra, /dec              float64 (N,)    degrees (ICRS)
+    /spectrum/flux         float32 (N, 7781)  1e-17 erg/s/cm2/A
+    /spectrum/ivar         float32 (N, 7781)  (1e-17 erg/s/cm2/A)^-2, 0 = no information
+    /image                 float32 (N, 3, S, S)  nanomaggies, S = 152 by default
+    /split                 int8    (N,)    0 train, 1 val, 2 test (attr split_names)
+    /labels/<NAME>         float64 (N,)    catalogue columns (Z, LOG_MSTAR, ...);
+                                           NaN = missing; attr unit if any
+
+Every row dataset is chunked along the rows and compressed, and is grown by
+`PairedDatasetWriter.append`, so that building a large set never holds it
+in memory.  `read_paired_dataset` loads (part of) a file into memory;
+`astroclip.data.datasets.PairedDataset` reads it lazily for training.
+"""
+
+import os
+import contextlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import astropy.units as u
+from astropy.table import Table
+
+from ..inputs import grid
+from .._io import check_output_path
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "SPLIT_NAMES", "REQUIRED_FIELDS",
+    "PairedDatasetWriter", "read_paired_dataset", "open_hdf5", "split_codes",
+]
+
+#: Value of the root attribute ``format`` of a paired training-set file.
+FORMAT = "astroclip-paired"
+#: Layout version written by this module (readers accept versions <= this one).
+FORMAT_VERSION = 1
+#: Names of the split codes 0, 1, 2.
+SPLIT_NAMES = ("train", "val", "test")
+#: Datasets every paired file must hold.
+REQUIRED_FIELDS = ("targetid", "ra", "dec", "spectrum/flux", "spectrum/ivar", "image", "split")
+
+# array fields that read_paired_dataset can load, with their HDF5 names
+_ARRAY_FIELDS = {"flux": "spectrum/flux", "ivar": "spectrum/ivar", "image": "image"}
+_ROW_CHUNK_1D = 4096
+
+
+def open_hdf5(path, mode="r", **kwargs):
+    """Open an HDF5 file with errors that say what is wrong and what to do.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to open.
+    mode : str, optional
+        h5py mode (``"r"`` by default).
+    **kwargs
+        Passed to `h5py.File` (e.g. ``rdcc_nbytes``).
+
+    Returns
+    -------
+    `h5py.File`
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    OSError
+        If the file is truncated, corrupt or not HDF5 at all.
+
+    Examples
+    --------
+    >>> from astroclip.data.hdf5 import open_hdf5
+    >>> open_hdf5("no/such/file.h5")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no/such/file.h5 does not exist; check the path ...
+    """
+    import h5py
+
+    path = Path(path)
+    if "r" in mode and not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; check the path (or build the file "
+                                "first, e.g. with astroclip.data.hdf5.PairedDatasetWriter)")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an HDF5 file; give the file path")
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except OSError as exc:
+        size = path.stat().st_size if path.exists() else 0
+        hint = "it is empty" if size == 0 else f"{size} bytes"
+        raise OSError(f"{path} cannot be read as HDF5 ({hint}; h5py says: {exc}). The file is "
+                      "truncated, corrupt or not HDF5: download or rebuild it") from exc
+
+
+def split_codes(split):
+    """Turn split names or codes into the int8 codes of the file.
+
+    Parameters
+    ----------
+    split : str, int or sequence of them
+        ``"train"``/``"val"``/``"test"`` or 0/1/2 (one value or one per row).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        int8 codes (0-d for a single value).
+
+    Examples
+    --------
+    >>> from astroclip.data.hdf5 import split_codes
+    >>> split_codes(["train", "test", 1]).tolist()
+    [0, 2, 1]
+    """
+    arr = np.asarray(split, dtype=object)
+    flat = arr.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.int8)
+    for i, value in enumerate(flat):
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str):
+            key = value.strip().lower()
+            key = {"validation": "val", "valid": "val"}.get(key, key)
+            if key not in SPLIT_NAMES:
+                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                                 "(or the codes 0, 1, 2)")
+            out[i] = SPLIT_NAMES.index(key)
+        else:
+            try:
+                code = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                                 "or the codes 0, 1, 2") from None
+            if code != value or code not in (0, 1, 2):
+                raise ValueError(f"unknown split code {value!r}; codes are 0 (train), 1 (val), "
+                                 "2 (test)")
+            out[i] = code
+    return out.reshape(arr.shape)
+
+
+def _as_array(value, name, unit, equivalencies=None):
+    """Quantity -> numpy in ``unit``; plain arrays are taken as already in ``unit``."""
+    if isinstance(value, u.Quantity):
+        try:
+            return np.asarray(value.to_value(unit, equivalencies=equivalencies or []))
+        except u.UnitConversionError as exc:
+            raise u.UnitConversionError(
+                f"{name} is in {value.unit}, which cannot be converted to {unit} ({exc}); "
+                f"prepare it first (astroclip.prepare_spectra / prepare_images)") from None
+    if getattr(value, "unit", None) is not None:  # e.g. an astropy Column with a unit
+        return _as_array(u.Quantity(value), name, unit, equivalencies)
+    return np.asarray(value)
+
+
+class PairedDatasetWriter:
+    """Write a paired training-set file chunk by chunk.
+
+    The file is built under a temporary name in the destination directory and
+    renamed to ``path`` only when the writer is closed without error, so an
+    interrupted build never leaves a half-written file under the final name.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file.
+    overwrite : bool, optional
+        Replace an existing ``path`` (refused by default).
+    label_names : sequence of str, optional
+        Catalogue columns stored under ``labels/`` (e.g. ``("Z", "LOG_MSTAR")``);
+        every `append` must give exactly these.
+    image_size : int, optional
+        Side of the stored images (152 by default, `astroclip.inputs.grid.IMAGE_SIZE`).
+    chunk_rows : int, optional
+        Rows per HDF5 chunk of the spectrum and image datasets.  Small chunks make
+        random access (shuffled training) cheap; 16 keeps an image chunk at 4.4 MB.
+    compression : {"lzf", "gzip", None}, optional
+        HDF5 compression filter ("lzf": fast, the default).
+    compression_opts : int, optional
+        gzip level (1-9) when ``compression="gzip"``.
+    attrs : dict, optional
+        Extra root attributes (provenance, e.g. ``{"source": "DESI EDR"}``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from astroclip.data.hdf5 import PairedDatasetWriter, read_paired_dataset
+    >>> path = os.path.join(tempfile.mkdtemp(), "pairs.h5")
+    >>> n = 2
+    >>> with PairedDatasetWriter(path, label_names=["Z"], image_size=8) as writer:
+    ...     writer.append(targetid=[1, 2], ra=[10.0, 11.0], dec=[0.0, 1.0],
+    ...                   flux=np.zeros((n, 7781)), ivar=np.ones((n, 7781)),
+    ...                   image=np.zeros((n, 3, 8, 8)), split="train", labels={"Z": [0.1, 0.2]})
+    >>> table, arrays = read_paired_dataset(path)
+    >>> table["targetid", "Z"].pprint()
+    targetid  Z
+    -------- ---
+           1 0.1
+           2 0.2
+    >>> arrays["image"].shape
+    (2, 3, 8, 8)
+    """
+
+    def __init__(self, path, *, overwrite=False, label_names=(), image_size=grid.IMAGE_SIZE,
+                 chunk_rows=16, compression="lzf", compression_opts=None, attrs=None):
+        self.path = Path(path)
+        self.overwrite = bool(overwrite)
+        if isinstance(label_names, str):
+            label_names = (label_names,)
+        self.label_names = tuple(str(name) for name in label_names)
+        bad = [name for name in self.label_names if not name or "/" in name]
+        if bad or len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"label_names must be distinct non-empty names without '/', "
+                             f"got {list(label_names)}")
+        self.image_size = int(image_size)
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.chunk_rows = int(chunk_rows)
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        if compression not in ("lzf", "gzip", None):
+            raise ValueError(f"compression must be 'lzf', 'gzip' or None, got {compression!r}")
+        self.compression = compression
+        self.compression_opts = compression_opts
+        self.attrs = dict(attrs or {})
+        self.n_rows = 0
+        self._file = None
+        self._tmp = None
+        self._label_units = {}
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def open(self):
+        """Create the temporary file and its empty datasets (called by ``with``)."""
+        import h5py
+
+        if self._file is not None:
+            raise RuntimeError("this writer is already open")
+        check_output_path(self.path, overwrite=self.overwrite)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = tmp
+        s = self.image_size
+        image_chunk_bytes = self.chunk_rows * 3 * s * s * 4
+        # a chunk cache big enough for a couple of image chunks, so that appends not
+        # aligned to chunk boundaries are assembled in memory, not re-compressed
+        self._file = h5py.File(tmp, "w", rdcc_nbytes=max(2 * image_chunk_bytes + (1 << 20),
+                                                         4 << 20), rdcc_nslots=10007)
+        f = self._file
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["bands"] = ",".join(grid.BANDS)
+        f.attrs["flux_unit"] = grid.FLUX_UNIT.to_string()
+        f.attrs["image_unit"] = "nanomaggy"
+        f.attrs["pixel_scale_arcsec"] = grid.PIXEL_SCALE.to_value(u.arcsec)
+        f.attrs["wavelength_start"] = grid.WAVE_MIN
+        f.attrs["wavelength_step"] = grid.WAVE_STEP
+        for key, value in self.attrs.items():
+            f.attrs[key] = value
+        opts = dict(compression=self.compression)
+        if self.compression == "gzip" and self.compression_opts is not None:
+            opts["compression_opts"] = int(self.compression_opts)
+        c = self.chunk_rows
+
+        def make(name, shape, dtype, chunk):
+            return f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape,
+                                    dtype=dtype, chunks=(chunk,) + shape, **opts)
+
+        make("targetid", (), np.int64, _ROW_CHUNK_1D)
+        make("ra", (), np.float64, _ROW_CHUNK_1D).attrs["unit"] = "deg"
+        make("dec", (), np.float64, _ROW_CHUNK_1D).attrs["unit"] = "deg"
+        make("spectrum/flux", (grid.N_PIXELS,), np.float32, c).attrs["unit"] = \
+            grid.FLUX_UNIT.to_string()
+        make("spectrum/ivar", (grid.N_PIXELS,), np.float32, c).attrs["unit"] = \
+            grid.IVAR_UNIT.to_string()
+        make("image", (3, s, s), np.float32, c).attrs["unit"] = "nanomaggy"
+        split = make("split", (), np.int8, _ROW_CHUNK_1D)
+        split.attrs["split_names"] = ",".join(SPLIT_NAMES)
+        f.create_group("labels")
+        f.attrs["label_names"] = ",".join(self.label_names)
+        for name in self.label_names:
+            make(f"labels/{name}", (), np.float64, _ROW_CHUNK_1D)
+        return self
+
+    def close(self):
+        """Flush the file and move it to its final name."""
+        if self._file is None:
+            return
+        self._file.attrs["n_rows"] = self.n_rows
+        self._file.close()
+        self._file = None
+        check_output_path(self.path, overwrite=self.overwrite)
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def abort(self):
+        """Discard the temporary file (called by ``with`` on an exception)."""
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._tmp)
+            self._tmp = None
+
+    def __del__(self):  # pragma: no cover - safety net for writers never closed
+        with contextlib.suppress(Exception):
+            self.abort()
+
+    # -- appending ---------------------------------------------------------
+    def _labels(self, labels, n):
+        if labels is None:
+            labels = {}
+        if isinstance(labels, Table):
+            labels = {name: labels[name] for name in labels.colnames}
+        given = set(labels)
+        missing = [name for name in self.label_names if name not in given]
+        extra = sorted(given - set(self.label_names))
+        if missing or extra:
+            raise ValueError(
+                f"labels must give exactly the label columns {list(self.label_names)} declared "
+                f"in PairedDatasetWriter(label_names=...); missing {missing}, unexpected {extra}")
+        out = {}
+        for name in self.label_names:
+            col = labels[name]
+            mask = None
+            if isinstance(col, u.Quantity):
+                unit, values = col.unit, col.value
+            else:
+                unit = getattr(col, "unit", None)  # astropy Column
+                unit = None if unit is None else u.Unit(unit)
+                if np.ma.isMaskedArray(col):
+                    mask = np.ma.getmaskarray(col)
+                values = np.ma.getdata(col)
+            stored = self._label_units.setdefault(name, unit)
+            if (stored is None) != (unit is None):
+                raise u.UnitsError(f"label {name!r} has unit {unit} but {stored} in an earlier "
+                                   "append; give every chunk the same kind of column")
+            if unit is not None and unit != stored:
+                try:
+                    values = (np.asarray(values, dtype=np.float64) * unit).to_value(stored)
+                except u.UnitConversionError:
+                    raise u.UnitConversionError(
+                        f"label {name!r} is in {unit}, not convertible to {stored} used in an "
+                        "earlier append") from None
+            try:
+                values = np.asarray(values, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise TypeError(f"label {name!r} must be numeric (stored as float64)") from None
+            if mask is not None and np.any(mask):
+                values = values.copy()
+                values[np.asarray(mask).reshape(-1)] = np.nan  # documented: NaN = missing
+            if values.shape != (n,):
+                raise ValueError(f"label {name!r} has {values.size} values for {n} rows")
+            out[name] = values
+        return out
+
+    def append(self, *, targetid, ra, dec, flux, ivar, image, split, labels=None):
+        """Append a chunk of rows.
+
+        Parameters
+        ----------
+        targetid : array-like of int, shape (n,)
+            Identifiers (DESI TARGETID), stored as int64.
+        ra, dec : array-like or `~astropy.units.Quantity`, shape (n,)
+            Sky position; plain numbers are degrees.
+        flux, ivar : array-like or `~astropy.units.Quantity`, shape (n, 7781)
+            Spectra on the DESI grid, as returned by `astroclip.prepare_spectra`;
+            plain arrays are taken to be in 1e-17 erg/s/cm2/A (and its inverse
+            square); ivar must be >= 0 and both finite.
+        image : array-like or `~astropy.units.Quantity`, shape (n, 3, S, S)
+            g, r, z images in nanomaggies (as returned by `astroclip.prepare_images`).
+        split : str, int or array-like
+            ``"train"``/``"val"``/``"test"`` or 0/1/2, one value for the chunk or one per row.
+        labels : dict or `~astropy.table.Table`, optional
+            One column per declared label name; masked entries are stored as NaN
+            (which marks a missing label in the file).
+
+        Raises
+        ------
+        ValueError
+            On wrong shapes, non-finite values, negative ivar or bad labels.
+        astropy.units.UnitConversionError
+            If a Quantity cannot be converted to the file's unit.
+        """
+        if self._file is None:
+            raise RuntimeError("the writer is not open; use it as `with PairedDatasetWriter(...) "
+                               "as writer:` (or call .open())")
+        targetid_arr = np.asarray(targetid)
+        if targetid_arr.ndim != 1:
+            raise ValueError(f"targetid must be 1-D (one per row), got shape {targetid_arr.shape}")
+        n = targetid_arr.shape[0]
+        if n == 0:
+            return
+        if not np.issubdtype(targetid_arr.dtype, np.integer):
+            if np.issubdtype(targetid_arr.dtype, np.floating) and \
+                    np.all(np.isfinite(targetid_arr)) and \
+                    np.all(targetid_arr == np.round(targetid_arr)):
+                pass
+            else:
+                raise TypeError(f"targetid must be integers, got dtype {targetid_arr.dtype}")
+        targetid_arr = targetid_arr.astype(np.int64)
+
+        coords = {}
+        for name, value in (("ra", ra), ("dec", dec)):
+            arr = _as_array(value, name, u.deg).astype(np.float64).reshape(-1)
+            if arr.shape != (n,):
+                raise ValueError(f"{name} has {arr.size} values for {n} targetids")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} has non-finite values; every row needs a sky position")
+            coords[name] = arr
+        if np.any(np.abs(coords["dec"]) > 90):
+            raise ValueError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
+                             "swapped and are in degrees")
+
+        flux_arr = _as_array(flux, "flux", grid.FLUX_UNIT,
+                             u.spectral_density(u.Quantity(grid.WAVELENGTH, u.AA)))
+        ivar_arr = _as_array(ivar, "ivar", grid.IVAR_UNIT)
+        for name, arr in (("flux", flux_arr), ("ivar", ivar_arr)):
+            if arr.shape != (n, grid.N_PIXELS):
+                raise ValueError(
+                    f"{name} has shape {arr.shape}; expected ({n}, {grid.N_PIXELS}) (one spectrum "
+                    "per row on the DESI grid): put spectra on the grid with "
+                    "astroclip.prepare_spectra first")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} has non-finite values; mark bad pixels with ivar=0 and "
+                                 "flux=0 (astroclip.prepare_spectra does this)")
+        if np.any(ivar_arr < 0):
+            raise ValueError("ivar has negative values; inverse variances must be >= 0")
+
+        image_arr = _as_array(image, "image", grid.NANOMAGGY, grid.NANOMAGGY_EQUIVALENCY)
+        s = self.image_size
+        if image_arr.shape != (n, 3, s, s):
+            raise ValueError(
+                f"image has shape {image_arr.shape}; expected ({n}, 3, {s}, {s}) (g, r, z "
+                f"nanomaggies, {s}x{s} px): use astroclip.prepare_images(..., size={s}), or "
+                f"PairedDatasetWriter(image_size=...) for another size")
+        if not np.all(np.isfinite(image_arr)):
+            raise ValueError("image has non-finite pixels; fill them first "
+                             "(astroclip.prepare_images fills and counts them)")
+
+        split_arr = split_codes(split)
+        if split_arr.ndim == 0:
+            split_arr = np.full(n, split_arr, dtype=np.int8)
+        if split_arr.shape != (n,):
+            raise ValueError(f"split has {split_arr.size} values for {n} rows; give one per "
+                             "row or a single value")
+        label_arr = self._labels(labels, n)
+
+        f = self._file
+        start, stop = self.n_rows, self.n_rows + n
+        values = {"targetid": targetid_arr, "ra": coords["ra"], "dec": coords["dec"],
+                  "spectrum/flux": flux_arr.astype(np.float32, copy=False),
+                  "spectrum/ivar": ivar_arr.astype(np.float32, copy=False),
+                  "image": image_arr.astype(np.float32, copy=False), "split": split_arr}
+        values.update({f"labels/{k}": v for k, v in label_arr.items()})
+        for name, arr in values.items():
+            ds = f[name]
+            ds.resize(stop, axis=0)
+            ds[start:stop] = arr
+        for name, unit in self._label_units.items():
+            if unit is not None:
+                f[f"labels/{name}"].attrs["unit"] = unit.to_string()
+        self.n_rows = stop
+
+
+def _check_layout(f, path):
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT:
+        from .datasets import detect_layout
+        layout = detect_layout(f)
+        if layout == "paper":
+            raise ValueError(f"{path} is the paper's published paired file, not an astroclip "
+                             "paired file; read it with astroclip.data.datasets.PairedDataset("
+                             "path) (layout 'paper')")
+        if layout in ("mmu_spectra", "mmu_images"):
+            raise ValueError(f"{path} is a Multimodal Universe file; read it with "
+                             "astroclip.data.datasets.MultimodalUniverseDataset(spectra_path, "
+                             "images_path)")
+        raise ValueError(f"{path} is not an astroclip paired file (root attribute "
+                         f"format={fmt!r}, expected {FORMAT!r}); write one with "
+                         "PairedDatasetWriter")
+    version = int(f.attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {version}, newer than this astroclip "
+                         f"reads ({FORMAT_VERSION}); upgrade astroclip")
+    missing = [name for name in REQUIRED_FIELDS if name not in f]
+    if missing:
+        raise ValueError(f"{path} lacks the required fields {missing}; the file is incomplete: "
+                         "rebuild it with PairedDatasetWriter")
+    n = f["targetid"].shape[0]
+    bad = [name for name in REQUIRED_FIELDS if f[name].shape[:1] != (n,)]
+    if bad:
+        raise ValueError(f"{path}: fields {bad} do not have {n} rows like targetid; the file "
+                         "is inconsistent: rebuild it")
+    return n
+
+
+def _label_names(f):
+    """Label names in the writer's order (the attribute), else sorted."""
+    present = sorted(f["labels"].keys()) if "labels" in f else []
+    order = f.attrs.get("label_names", "")
+    order = order.decode() if isinstance(order, bytes) else str(order)
+    ordered = [name for name in order.split(",") if name in present]
+    return ordered + [name for name in present if name not in ordered]
+
+
+def _selection(f, split, rows, n):
+    """Sorted file row indices selected by split, then positions ``rows``."""
+    index = np.arange(n)
+    if split is not None:
+        codes = split_codes(split if not isinstance(split, str) else [split]).reshape(-1)
+        index = index[np.isin(f["split"][:], codes)]
+    if rows is not None:
+        index = index[rows] if isinstance(rows, slice) else index[np.asarray(rows)]
+    return np.atleast_1d(index)
+
+
+def _read_rows(ds, index):
+    """Read rows ``index`` (any order, repeats allowed) from an h5py dataset."""
+    if index.size == 0:
+        return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
+    if index.size == ds.shape[0] and np.array_equal(index, np.arange(ds.shape[0])):
+        return ds[...]
+    uniq, inverse = np.unique(index, return_inverse=True)
+    if uniq[-1] - uniq[0] + 1 == uniq.size:
+        data = ds[uniq[0]:uniq[-1] + 1]
+    else:
+        data = ds[uniq]
+    return data[inverse]
+
+
+def read_paired_dataset(path, *, split=None, fields=None, rows=None):
+    """Load (part of) a paired training-set file into memory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File written by `PairedDatasetWriter`.
+    split : str, int or sequence, optional
+        Keep only these splits (``"train"``, ``"val"``, ``"test"`` or 0, 1, 2).
+    fields : sequence of str, optional
+        Array fields to load among ``"flux"``, ``"ivar"``, ``"image"`` (all by
+        default; ``[]`` loads only the table).
+    rows : slice or array of int, optional
+        Positions to keep within the selected split (e.g. ``slice(0, 1000)``).
+
+    Returns
+    -------
+    table : `~astropy.table.Table`
+        ``targetid``, ``ra``, ``dec`` (deg), ``split`` (int8 code) and one column per
+        label; ``meta`` holds the file attributes.
+    arrays : dict of `numpy.ndarray`
+        ``"flux"``, ``"ivar"`` (float32 (n, 7781)) and ``"image"`` (float32 (n, 3, S, S)),
+        row-aligned with ``table``.
+
+    Raises
+    ------
+    FileNotFoundError, OSError
+        Missing, truncated or corrupt file.
+    ValueError
+        Not a paired file, missing required fields, unknown field names.
+
+    Examples
+    --------
+    >>> from astroclip.data.hdf5 import read_paired_dataset
+    >>> table, arrays = read_paired_dataset("train.h5", split="test")  # doctest: +SKIP
+    """
+    if fields is None:
+        fields = tuple(_ARRAY_FIELDS)
+    elif isinstance(fields, str):
+        fields = (fields,)
+    names = []
+    for field in fields:
+        key = {v: k for k, v in _ARRAY_FIELDS.items()}.get(field, field)
+        if key not in _ARRAY_FIELDS:
+            raise ValueError(f"unknown field {field!r}; choose among {list(_ARRAY_FIELDS)}")
+        names.append(key)
+    with open_hdf5(path) as f:
+        n = _check_layout(f, path)
+        index = _selection(f, split, rows, n)
+        table = Table()
+        table["targetid"] = _read_rows(f["targetid"], index)
+        table["ra"] = u.Quantity(_read_rows(f["ra"], index), u.deg)
+        table["dec"] = u.Quantity(_read_rows(f["dec"], index), u.deg)
+        table["split"] = _read_rows(f["split"], index)
+        for name in _label_names(f):
+            ds = f["labels"][name]
+            table[name] = _read_rows(ds, index)
+            if "unit" in ds.attrs:
+                table[name].unit = u.Unit(ds.attrs["unit"])
+        table.meta.update({k: (v.decode() if isinstance(v, bytes) else
+                               v.item() if isinstance(v, np.generic) else v)
+                           for k, v in f.attrs.items()})
+        table.meta["split_names"] = list(SPLIT_NAMES)
+        arrays = {name: _read_rows(f[_ARRAY_FIELDS[name]], index) for name in names}
+    return table, arrays
