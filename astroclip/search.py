@@ -1,0 +1,722 @@
+"""FAISS-backed similarity search over AstroCLIP embeddings.
+
+Image and spectrum embeddings of an aligned AstroCLIP model live in one shared
+space, so the same index answers in-modal queries (image -> image, spectrum ->
+spectrum) and cross-modal ones (image -> spectrum, spectrum -> image).  The
+similarity of the paper (its equation 2) is the cosine similarity, i.e. the inner
+product of L2-normalised vectors; by default the index is exact
+(`faiss.IndexFlatIP` on normalised vectors).  For tens of millions of objects an
+inverted-file index (`faiss.IndexIVFFlat`, trained on a sample) trades a little
+recall for a large speed-up.
+
+One `SimilarityIndex` can hold several *stores*, one per modality (for example the
+spectrum and the image embeddings of the same catalogue), each with its own int64
+identifiers (TARGETID, say).
+"""
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import faiss
+import numpy as np
+from astropy import units as u
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
+
+from ._config import conf
+from ._io import atomic_path, check_output_path
+
+__all__ = ["SimilarityIndex", "cross_modal_search", "METRICS", "KINDS"]
+
+#: Supported metrics: name -> (faiss metric, normalise vectors, score column name).
+METRICS = {
+    "cosine": (faiss.METRIC_INNER_PRODUCT, True, "similarity"),
+    "inner_product": (faiss.METRIC_INNER_PRODUCT, False, "similarity"),
+    "l2": (faiss.METRIC_L2, False, "distance"),
+}
+#: Supported index kinds.
+KINDS = ("flat", "ivf")
+
+_FORMAT = "astroclip-similarity-index"
+_FORMAT_VERSION = 1
+_MANIFEST = "index.json"
+
+
+# ----------------------------------------------------------------------------
+# input validation shared with astroclip.properties
+# ----------------------------------------------------------------------------
+
+def _as_float_array(x, *, name, dtype=np.float32):
+    """Array-like (ndarray, Quantity, Column, list) -> plain numpy array, checked."""
+    if isinstance(x, u.Quantity):
+        if x.unit.physical_type != "dimensionless":
+            raise ValueError(f"{name} has unit {x.unit}, but embeddings are dimensionless "
+                             "numbers; pass the plain array (e.g. quantity.value) instead")
+        x = x.to_value(u.dimensionless_unscaled)
+    if isinstance(x, np.ma.MaskedArray):
+        if np.any(np.ma.getmaskarray(x)):
+            n = int(np.ma.getmaskarray(x).sum())
+            raise ValueError(f"{name} has {n} masked values; remove the masked rows "
+                             "before using it")
+        x = x.data
+    return np.ascontiguousarray(np.asarray(x, dtype=dtype))
+
+
+def _check_finite_rows(x, *, name, offset=0):
+    bad = ~np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+    if bad.any():
+        rows = np.flatnonzero(bad) + offset
+        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        raise ValueError(f"{name} has {rows.size} row(s) with NaN or infinite values "
+                         f"(rows {shown}); drop or recompute these rows first")
+
+
+def _as_embeddings(x, *, name, dim=None, allow_1d=False, offset=0):
+    """Validate a (N, D) block of embeddings and return it as float32 C-contiguous."""
+    x = _as_float_array(x, name=name)
+    if x.ndim == 1 and allow_1d:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_objects, dim); "
+                         f"got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has zero-length embeddings (shape {x.shape})")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has dimension {x.shape[1]}, but the index holds "
+                         f"{dim}-dimensional embeddings; embed both with the same model "
+                         "(all embeddings in one index must share one space)")
+    _check_finite_rows(x, name=name, offset=offset)
+    return x
+
+
+def _as_ids(ids, n, *, name="ids"):
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D sequence with one identifier per "
+                         f"embedding ({n}); got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers (e.g. TARGETID); got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} do not fit in int64")
+    return arr.astype(np.int64)
+
+
+def _normalize(x, *, name, offset=0):
+    """L2-normalise rows of a float32 array (a copy); zero rows are an error."""
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms == 0
+    if zero.any():
+        rows = np.flatnonzero(zero) + offset
+        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        raise ValueError(f"{name} has {rows.size} all-zero row(s) (rows {shown}); the "
+                         "cosine similarity of a zero vector is undefined: drop them or "
+                         "use metric='inner_product' or 'l2'")
+    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+
+
+def _progress_enabled(progress):
+    return conf.progress if progress is None else bool(progress)
+
+
+def _tqdm(iterable, *, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit="chunk")
+
+
+# ----------------------------------------------------------------------------
+# the index
+# ----------------------------------------------------------------------------
+
+class _Store:
+    """One modality's embeddings: a faiss index and its identifiers."""
+
+    def __init__(self, index):
+        self.index = index
+        self._ids = []
+        self._ids_cache = np.empty(0, dtype=np.int64)
+
+    @property
+    def ntotal(self):
+        return int(self.index.ntotal)
+
+    @property
+    def ids(self):
+        if self._ids:
+            self._ids_cache = np.concatenate([self._ids_cache, *self._ids])
+            self._ids = []
+        return self._ids_cache
+
+    def append_ids(self, ids):
+        self._ids.append(ids)
+
+    def truncate_ids(self, n):
+        self._ids_cache = self.ids[:n].copy()
+
+
+class SimilarityIndex:
+    """Nearest-neighbour index over embeddings, in-modal and cross-modal.
+
+    Parameters
+    ----------
+    embeddings : array-like (N, D), optional
+        Embeddings to index right away (float; any array-like that can be
+        sliced in rows, e.g. an `h5py.Dataset`, is read chunk by chunk).  Leave
+        out to build an empty index and `add` chunks later (then give ``dim``).
+    ids : array-like of int (N,), optional
+        One int64 identifier per embedding (e.g. TARGETID).  Default: the row
+        number, counted across all additions to the same modality.
+    modality : str, optional
+        Name of the modality these embeddings come from (``"spectrum"``,
+        ``"image"``, ...).  Later `add` calls may store other modalities in the
+        same index; searches pick the stored modality with ``modality=``.
+    metric : {"cosine", "inner_product", "l2"}, optional
+        ``"cosine"`` (default, the paper's equation 2): exact inner product of
+        L2-normalised vectors; ``"inner_product"``: raw inner product;
+        ``"l2"``: Euclidean distance (smaller is closer).
+    kind : {"flat", "ivf"}, optional
+        ``"flat"`` (default): exact, brute-force search (`faiss.IndexFlatIP` /
+        `faiss.IndexFlatL2`).  ``"ivf"``: approximate inverted-file index
+        (`faiss.IndexIVFFlat`), for tens of millions of objects.
+    nlist : int, optional
+        IVF only: number of clusters.  Default: ``sqrt(N)`` of the embeddings
+        given here (at most N / 39), required when the index starts empty.
+    nprobe : int, optional
+        IVF only: clusters visited per query (recall/speed trade-off; can be
+        changed later through the attribute).  Default ``max(1, nlist // 32)``.
+    train_size : int, optional
+        IVF only: number of embeddings sampled to train the clusters
+        (default ``min(N, 64 * nlist)``).
+    dim : int, optional
+        Embedding dimension, needed only when ``embeddings`` is not given.
+    chunk_size : int, optional
+        Rows added per chunk (memory use is a few times ``chunk_size * D * 4`` bytes).
+    seed : int, optional
+        Seed of the IVF training sample.
+    progress : bool, optional
+        Show a progress bar while adding many chunks (default: ``conf.progress``).
+
+    Notes
+    -----
+    The exact index stores the vectors in float32 (``4 * D`` bytes each):
+    10 million 128-d embeddings take 5 GB of memory.  Identifiers are kept in a
+    numpy array beside the faiss index; results report both the row number
+    (``neighbour_index``) and the identifier (``neighbour_id``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip.search import SimilarityIndex
+    >>> rng = np.random.default_rng(0)
+    >>> spectra = rng.normal(size=(100, 16)).astype("float32")
+    >>> index = SimilarityIndex(spectra, ids=np.arange(1000, 1100), modality="spectrum")
+    >>> result = index.search(spectra[:2], k=3, query_ids=[1000, 1001])
+    >>> result["neighbour_id"][result["rank"] == 1].tolist()  # each query finds itself
+    [1000, 1001]
+    >>> images = spectra + 0.1 * rng.normal(size=spectra.shape).astype("float32")
+    >>> index.add(images, ids=np.arange(1000, 1100), modality="image")
+    >>> hits = index.search(spectra[:1], k=1, modality="image", query_modality="spectrum")
+    >>> int(hits["neighbour_id"][0]), bool(hits.meta["cross_modal"])
+    (1000, True)
+    """
+
+    def __init__(self, embeddings=None, *, ids=None, modality="spectrum", metric="cosine",
+                 kind="flat", nlist=None, nprobe=None, train_size=None, dim=None,
+                 chunk_size=100_000, seed=0, progress=None):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {list(KINDS)}")
+        if chunk_size is None or int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+        self.metric = metric
+        self.kind = kind
+        self.chunk_size = int(chunk_size)
+        self.seed = seed
+        self.progress = progress
+        self.default_modality = str(modality)
+        self.train_size = train_size
+        self._stores = {}
+
+        n = None
+        if embeddings is not None:
+            shape = getattr(embeddings, "shape", None)
+            if shape is None:
+                embeddings = _as_float_array(embeddings, name="embeddings")
+                shape = embeddings.shape
+            if len(shape) != 2:
+                raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
+                                 f"got shape {tuple(shape)}")
+            n, edim = int(shape[0]), int(shape[1])
+            if dim is not None and int(dim) != edim:
+                raise ValueError(f"dim={dim} does not match the embeddings' dimension {edim}")
+            dim = edim
+        if dim is None:
+            raise ValueError("give the embeddings to index, or dim= for an empty index")
+        self.dim = int(dim)
+        if self.dim < 1:
+            raise ValueError(f"dim must be positive; got {dim}")
+
+        if kind == "ivf":
+            if nlist is None:
+                if not n:
+                    raise ValueError("an empty IVF index needs nlist= (number of clusters, "
+                                     "typically sqrt(N) to 16 sqrt(N) for N objects)")
+                nlist = max(1, min(int(round(math.sqrt(n))), n // 39))
+            nlist = int(nlist)
+            if nlist < 1:
+                raise ValueError(f"nlist must be a positive integer; got {nlist}")
+            if nprobe is None:
+                nprobe = max(1, nlist // 32)
+        elif nlist is not None or nprobe is not None:
+            raise ValueError("nlist and nprobe apply only to kind='ivf'")
+        self.nlist = nlist
+        self._nprobe = None if nprobe is None else int(nprobe)
+        if self._nprobe is not None and self._nprobe < 1:
+            raise ValueError(f"nprobe must be a positive integer; got {nprobe}")
+
+        if embeddings is not None:
+            self.add(embeddings, ids=ids, modality=self.default_modality)
+        elif ids is not None:
+            raise ValueError("ids were given without embeddings")
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def nprobe(self):
+        """IVF: number of clusters visited per query (settable)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value):
+        if self.kind != "ivf":
+            raise ValueError("nprobe applies only to kind='ivf'")
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"nprobe must be a positive integer; got {value}")
+        self._nprobe = value
+
+    @property
+    def modalities(self):
+        """Names of the stored modalities, in the order they were added."""
+        return tuple(self._stores)
+
+    def ntotal(self, modality=None):
+        """Number of embeddings stored for ``modality`` (default: all modalities)."""
+        if modality is None:
+            return sum(s.ntotal for s in self._stores.values())
+        return self._store(modality).ntotal
+
+    def __len__(self):
+        return self.ntotal()
+
+    def ids(self, modality=None):
+        """The int64 identifiers of a stored modality, in row order."""
+        return self._store(self._resolve_modality(modality)).ids.copy()
+
+    def __repr__(self):
+        parts = ", ".join(f"{m}: {s.ntotal}" for m, s in self._stores.items()) or "empty"
+        extra = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind == "ivf" else ""
+        return (f"<SimilarityIndex dim={self.dim} metric={self.metric!r} kind={self.kind!r}"
+                f"{extra} ({parts})>")
+
+    # -- building ------------------------------------------------------------
+
+    def _new_faiss_index(self):
+        fmetric = METRICS[self.metric][0]
+        if self.kind == "flat":
+            return (faiss.IndexFlatIP(self.dim) if fmetric == faiss.METRIC_INNER_PRODUCT
+                    else faiss.IndexFlatL2(self.dim))
+        quantizer = (faiss.IndexFlatIP(self.dim) if fmetric == faiss.METRIC_INNER_PRODUCT
+                     else faiss.IndexFlatL2(self.dim))
+        # faiss' python wrapper keeps the quantizer alive with the index
+        return faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, fmetric)
+
+    def _store(self, modality, *, create=False):
+        if modality not in self._stores:
+            if not create:
+                raise KeyError(f"this index holds no {modality!r} embeddings (it holds "
+                               f"{list(self._stores) or 'nothing'}); add them with "
+                               f"index.add(embeddings, modality={modality!r})")
+            self._stores[modality] = _Store(self._new_faiss_index())
+        return self._stores[modality]
+
+    def _resolve_modality(self, modality):
+        if modality is not None:
+            return str(modality)
+        if len(self._stores) == 1:
+            return next(iter(self._stores))
+        if not self._stores:
+            return self.default_modality
+        raise ValueError(f"this index holds several modalities {list(self._stores)}; "
+                         "say which one to use with modality=")
+
+    def _prepare(self, block, *, name, offset=0):
+        x = _as_embeddings(block, name=name, dim=self.dim, offset=offset)
+        if METRICS[self.metric][1]:
+            x = _normalize(x, name=name, offset=offset)
+        return x
+
+    def train(self, sample, *, modality=None):
+        """Train the IVF clusters of one modality on a sample of embeddings.
+
+        Needed only for an empty IVF index before the first `add` (otherwise the
+        first chunk added is used).  The sample should hold at least ``39 *
+        nlist`` embeddings drawn from the whole data set.
+        """
+        if self.kind != "ivf":
+            raise ValueError("only kind='ivf' indexes need training")
+        modality = str(modality) if modality is not None else self.default_modality
+        store = self._store(modality, create=True)
+        if store.index.is_trained:
+            raise ValueError(f"the {modality!r} store is already trained; build a new "
+                             "index to retrain")
+        x = self._prepare(sample, name="training sample")
+        if x.shape[0] < self.nlist:
+            raise ValueError(f"the training sample has {x.shape[0]} embeddings, fewer than "
+                             f"nlist={self.nlist} clusters; give a larger sample (ideally "
+                             f">= {39 * self.nlist}) or a smaller nlist")
+        store.index.train(x)
+
+    def _default_train_size(self, n):
+        if self.train_size is not None:
+            return min(n, int(self.train_size))
+        return min(n, 64 * self.nlist)
+
+    def add(self, embeddings, *, ids=None, modality=None):
+        """Add embeddings (in chunks) to the store of one modality.
+
+        Parameters
+        ----------
+        embeddings : array-like (N, D)
+            New embeddings (any array-like sliceable by rows, e.g. `h5py.Dataset`).
+        ids : array-like of int (N,), optional
+            Their identifiers; default: continuing row numbers of this modality.
+        modality : str, optional
+            Store to add to (created if new); default: the index's ``modality``.
+        """
+        modality = str(modality) if modality is not None else self.default_modality
+        shape = getattr(embeddings, "shape", None)
+        if shape is None:
+            embeddings = _as_float_array(embeddings, name="embeddings")
+            shape = embeddings.shape
+        if len(shape) != 2:
+            raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
+                             f"got shape {tuple(shape)}")
+        n = int(shape[0])
+        if int(shape[1]) != self.dim:
+            raise ValueError(f"embeddings have dimension {shape[1]}, but the index holds "
+                             f"{self.dim}-dimensional embeddings; embed both with the same "
+                             "model (all embeddings in one index must share one space)")
+        new = modality not in self._stores
+        store = self._store(modality, create=True)
+        n0 = store.ntotal
+        try:
+            if ids is None:
+                ids = np.arange(store.ntotal, store.ntotal + n, dtype=np.int64)
+            else:
+                ids = _as_ids(ids, n)
+            if self.kind == "ivf" and not store.index.is_trained:
+                if n < self.nlist:
+                    raise ValueError(
+                        f"cannot train the IVF index: {n} embeddings for nlist={self.nlist} "
+                        f"clusters; call index.train(sample) with >= {39 * self.nlist} "
+                        "embeddings first, or use a smaller nlist")
+                m = self._default_train_size(n)
+                rng = np.random.default_rng(self.seed)
+                rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else slice(None)
+                store.index.train(self._prepare(embeddings[rows], name="embeddings"))
+            nchunks = max(1, math.ceil(n / self.chunk_size))
+            enabled = _progress_enabled(self.progress) and nchunks > 1
+            for start in _tqdm(range(0, n, self.chunk_size), total=nchunks,
+                               desc=f"indexing {modality}", enabled=enabled):
+                stop = min(start + self.chunk_size, n)
+                x = self._prepare(embeddings[start:stop], name="embeddings", offset=start)
+                store.index.add(x)
+                store.append_ids(ids[start:stop])
+        except BaseException:
+            # roll back: an interrupted add leaves the index as it was
+            if new:
+                del self._stores[modality]
+            elif store.ntotal > n0:
+                store.index.remove_ids(faiss.IDSelectorRange(n0, store.ntotal))
+                store.truncate_ids(n0)
+            raise
+
+    # -- searching -----------------------------------------------------------
+
+    def search_arrays(self, queries, *, k=10, modality=None, query_ids=None,
+                      exclude_self=False, batch_size=16384, progress=None):
+        """Nearest neighbours as arrays: ``(scores, rows)``, each of shape (Q, k).
+
+        ``scores`` are cosine similarities (or inner products, or Euclidean
+        distances for ``metric="l2"``), best first; ``rows`` are row numbers in
+        the searched store (``index.ids(modality)[rows]`` gives identifiers).
+        An approximate (IVF) search that finds fewer than ``k`` neighbours fills
+        the rest with row -1 and score NaN.  See `search` for the parameters.
+        """
+        modality = self._resolve_modality(modality)
+        store = self._store(modality)
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be a positive integer; got {k}")
+        q = _as_embeddings(queries, name="queries", dim=self.dim, allow_1d=True)
+        nq = q.shape[0]
+        if exclude_self:
+            if query_ids is None:
+                raise ValueError("exclude_self=True needs query_ids= (the identifiers of "
+                                 "the queries, to recognise them among the neighbours)")
+            if k >= store.ntotal:
+                raise ValueError(f"k={k} with exclude_self needs more than k embeddings, but "
+                                 f"the {modality!r} store holds {store.ntotal}; use "
+                                 f"k <= {store.ntotal - 1}")
+        elif k > store.ntotal:
+            raise ValueError(f"k={k} is larger than the number of indexed {modality!r} "
+                             f"embeddings ({store.ntotal}); use k <= {store.ntotal}")
+        if query_ids is not None:
+            query_ids = _as_ids(query_ids, nq, name="query_ids")
+        if METRICS[self.metric][1]:
+            q = _normalize(q, name="queries")
+        if self.kind == "ivf":
+            store.index.nprobe = self.nprobe
+        kk = k + 1 if exclude_self else k
+        scores = np.empty((nq, k), dtype=np.float32)
+        rows = np.empty((nq, k), dtype=np.int64)
+        batch_size = max(1, int(batch_size))
+        nb = max(1, math.ceil(nq / batch_size))
+        enabled = _progress_enabled(progress if progress is not None else self.progress)
+        for start in _tqdm(range(0, nq, batch_size), total=nb, desc=f"searching {modality}",
+                           enabled=enabled and nb > 1):
+            stop = min(start + batch_size, nq)
+            d, i = store.index.search(q[start:stop], kk)
+            if exclude_self:
+                all_ids = store.ids
+                is_self = (i >= 0) & (all_ids[np.maximum(i, 0)] == query_ids[start:stop, None])
+                order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+                d = np.take_along_axis(d, order, axis=1)
+                i = np.take_along_axis(i, order, axis=1)
+            scores[start:stop] = d
+            rows[start:stop] = i
+        if self.metric == "l2":
+            np.sqrt(np.maximum(scores, 0, out=scores), out=scores)
+        scores[rows < 0] = np.nan
+        return scores, rows
+
+    def search(self, queries, *, k=10, query_modality=None, modality=None, query_ids=None,
+               exclude_self=False, batch_size=16384, progress=None):
+        """Find the ``k`` nearest stored embeddings of each query.
+
+        Parameters
+        ----------
+        queries : array-like (Q, D) or (D,)
+            Query embeddings (from any modality of the same AstroCLIP model).
+        k : int, optional
+            Neighbours per query (at most the number of stored embeddings).
+        query_modality : str, optional
+            What the queries are (``"image"``, ``"spectrum"``); recorded in the
+            result and, when ``modality`` is not given and the index holds
+            several modalities, selects the in-modal store.
+        modality : str, optional
+            Stored modality to search (default: the only one, or
+            ``query_modality``).  Searching a store of another modality than the
+            queries is a cross-modal search.
+        query_ids : array-like of int (Q,), optional
+            Identifiers of the queries (default: their row numbers).
+        exclude_self : bool, optional
+            Drop neighbours whose identifier equals the query's (for queries
+            that are themselves in the index, e.g. leave-one-out evaluation).
+        batch_size : int, optional
+            Queries per faiss call.
+        progress : bool, optional
+            Progress bar over query batches (default: ``conf.progress``).
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            One row per (query, neighbour), ``Q * k`` rows ordered by query then
+            rank, with columns ``query_index``, ``query_id``, ``rank`` (1 = best),
+            ``neighbour_index`` (row in the store), ``neighbour_id`` and
+            ``similarity`` (cosine similarity; ``distance`` for ``metric="l2"``).
+            ``meta`` records the metric, index kind, modalities and ``k``.
+
+        Raises
+        ------
+        ValueError
+            For queries of another dimension than the index, ``k`` larger than the
+            store, non-finite queries, or an ambiguous ``modality``.
+        """
+        if modality is None and query_modality is not None and len(self._stores) > 1:
+            if str(query_modality) in self._stores:
+                modality = str(query_modality)
+        modality = self._resolve_modality(modality)
+        scores, rows = self.search_arrays(queries, k=k, modality=modality,
+                                          query_ids=query_ids, exclude_self=exclude_self,
+                                          batch_size=batch_size, progress=progress)
+        nq, k = rows.shape
+        qidx = np.repeat(np.arange(nq, dtype=np.int64), k)
+        qids = qidx if query_ids is None else np.repeat(_as_ids(query_ids, nq, name="query_ids"), k)
+        rank = np.tile(np.arange(1, k + 1, dtype=np.int32), nq)
+        flat_rows = rows.ravel()
+        flat_scores = scores.ravel()
+        found = flat_rows >= 0
+        if not found.all():
+            missing = int(np.count_nonzero((rows < 0).any(axis=1)))
+            warnings.warn(f"{missing} queries got fewer than k={k} neighbours from the "
+                          f"approximate index (nprobe={self.nprobe}); their missing rows "
+                          "are left out of the table. Increase index.nprobe to fix this.",
+                          AstropyUserWarning)
+        store = self._store(modality)
+        neighbour_ids = store.ids[flat_rows[found]]
+        score_name = METRICS[self.metric][2]
+        table = Table(
+            [qidx[found], qids[found], rank[found], flat_rows[found], neighbour_ids,
+             flat_scores[found]],
+            names=["query_index", "query_id", "rank", "neighbour_index", "neighbour_id",
+                   score_name])
+        table[score_name].description = {
+            "cosine": "cosine similarity (1 = same direction)",
+            "inner_product": "inner product",
+            "l2": "Euclidean distance"}[self.metric]
+        table.meta.update({
+            "metric": self.metric, "kind": self.kind, "modality": modality,
+            "query_modality": None if query_modality is None else str(query_modality),
+            "cross_modal": (query_modality is not None and str(query_modality) != modality),
+            "k": int(k), "exclude_self": bool(exclude_self)})
+        if self.kind == "ivf":
+            table.meta.update({"nlist": self.nlist, "nprobe": self.nprobe})
+        return table
+
+    # -- persistence ---------------------------------------------------------
+
+    def save(self, path, *, overwrite=False):
+        """Save the index to a directory.
+
+        The directory holds ``index.json`` (format, metric, kind, dimension,
+        modalities), one ``<modality>.faiss`` file (`faiss.write_index`) and one
+        ``<modality>.ids.npy`` per modality.  Every file is written atomically
+        and the manifest last.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Directory to write (created).
+        overwrite : bool, optional
+            Replace an existing saved index.
+        """
+        path = Path(path)
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(f"{path} exists and is not a directory; an index is "
+                                      "saved as a directory: choose another path")
+            check_output_path(path / _MANIFEST, overwrite=overwrite)
+            if not overwrite and any(path.iterdir()):
+                raise FileExistsError(f"{path} is a non-empty directory; choose another path "
+                                      "or pass overwrite=True")
+        path.mkdir(parents=True, exist_ok=True)
+        stores = {}
+        for i, (modality, store) in enumerate(self._stores.items()):
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in modality)
+            stem = f"{i}-{safe}"
+            with atomic_path(path / f"{stem}.faiss") as tmp:
+                faiss.write_index(store.index, str(tmp))
+            with atomic_path(path / f"{stem}.ids.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, store.ids, allow_pickle=False)
+            stores[modality] = {"ntotal": store.ntotal, "index_file": f"{stem}.faiss",
+                                "ids_file": f"{stem}.ids.npy"}
+        manifest = {"format": _FORMAT, "format_version": _FORMAT_VERSION,
+                    "metric": self.metric, "kind": self.kind, "dim": self.dim,
+                    "nlist": self.nlist, "nprobe": self.nprobe,
+                    "default_modality": self.default_modality, "stores": stores}
+        with atomic_path(path / _MANIFEST) as tmp:
+            with open(tmp, "w") as fh:
+                json.dump(manifest, fh, indent=2)
+        return path
+
+    @classmethod
+    def load(cls, path, *, progress=None):
+        """Read an index written by `save`."""
+        path = Path(path)
+        manifest_path = path / _MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{path} is not a saved SimilarityIndex (no {_MANIFEST} "
+                                    "inside); save one with index.save(path)")
+        with open(manifest_path) as fh:
+            manifest = json.load(fh)
+        if manifest.get("format") != _FORMAT:
+            raise ValueError(f"{manifest_path} is not an astroclip similarity index "
+                             f"(format {manifest.get('format')!r})")
+        if manifest.get("format_version", 0) > _FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer astroclip (format version "
+                             f"{manifest['format_version']}); upgrade astroclip to read it")
+        self = cls.__new__(cls)
+        self.metric = manifest["metric"]
+        self.kind = manifest["kind"]
+        self.dim = int(manifest["dim"])
+        self.nlist = manifest["nlist"]
+        self._nprobe = manifest["nprobe"]
+        self.default_modality = manifest["default_modality"]
+        self.chunk_size = 100_000
+        self.seed = 0
+        self.train_size = None
+        self.progress = progress
+        self._stores = {}
+        for modality, info in manifest["stores"].items():
+            index = faiss.read_index(str(path / info["index_file"]))
+            ids = np.load(path / info["ids_file"], allow_pickle=False)
+            if index.d != self.dim or index.ntotal != info["ntotal"] or ids.shape != (
+                    index.ntotal,):
+                raise ValueError(f"{path}: the {modality!r} files are inconsistent with the "
+                                 "manifest (interrupted save?); save the index again")
+            store = _Store(index)
+            store.append_ids(ids.astype(np.int64))
+            self._stores[modality] = store
+        return self
+
+
+def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, **kwargs):
+    """Search the other modality of an index: image queries -> spectra, or vice versa.
+
+    Parameters
+    ----------
+    index : `SimilarityIndex`
+        An index holding the embeddings to search (e.g. image embeddings).
+    queries : array-like (Q, D)
+        Query embeddings of another modality (e.g. spectrum embeddings) from the
+        same aligned model.
+    query_modality : str
+        Modality of the queries; the index must hold exactly one other modality.
+    k, query_ids, **kwargs
+        Passed to `SimilarityIndex.search`.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        As `SimilarityIndex.search`, with ``meta["cross_modal"] = True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip.search import SimilarityIndex, cross_modal_search
+    >>> rng = np.random.default_rng(1)
+    >>> images = rng.normal(size=(50, 8))
+    >>> index = SimilarityIndex(images, modality="image")
+    >>> spectra = images[:3] + 0.05 * rng.normal(size=(3, 8))
+    >>> hits = cross_modal_search(index, spectra, query_modality="spectrum", k=1)
+    >>> hits["neighbour_id"].tolist()
+    [0, 1, 2]
+    """
+    query_modality = str(query_modality)
+    others = [m for m in index.modalities if m != query_modality]
+    if not others:
+        raise ValueError(f"the index holds only {query_modality!r} embeddings, so a "
+                         f"cross-modal search from {query_modality!r} queries has nothing to "
+                         "search; add the other modality with index.add(..., modality=...)")
+    if len(others) > 1:
+        raise ValueError(f"the index holds several other modalities {others}; use "
+                         "index.search(queries, modality=..., query_modality=...)")
+    return index.search(queries, k=k, query_modality=query_modality, modality=others[0],
+                        query_ids=query_ids, **kwargs)
