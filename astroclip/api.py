@@ -1,0 +1,584 @@
+"""What users touch: embeddings of spectra, images and whole catalogues.
+
+Every function takes what the input layer takes (specutils spectra, DESI coadd
+files, NDData/FITS cutouts, Quantities and arrays with units, astropy Tables, our
+paired HDF5 files), runs the model in batches under `torch.inference_mode`, and
+returns float32 numpy arrays or astropy Table columns whose ``meta`` records
+the model name, the package version and the weights' sha256.
+"""
+
+import json
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.table import Table
+from tqdm.auto import tqdm
+
+from . import __version__
+from ._config import conf
+from ._device import resolve_device
+from ._io import atomic_path, check_output_path
+from .inputs import grid
+from .models.weights import WEIGHTS_FILE
+from .models.weights import load_model as _load_model_folder
+from .registry import list_models, resolve_model_path, sha256_file
+
+__all__ = ["load_model", "list_models", "embed_spectrum", "embed_image", "embed_catalog",
+           "model_info"]
+
+_MODEL_CACHE = OrderedDict()
+_MODEL_CACHE_SIZE = 4
+
+
+# ----------------------------------------------------------------------------- models
+def load_model(model=None, *, device="auto", download=True):
+    """Load a model by name or path, ready for inference.
+
+    Parameters
+    ----------
+    model : str, path or `torch.nn.Module`, optional
+        A registered name (see `list_models`), a model folder written by
+        astroclip, or an already loaded module.  Default:
+        ``astroclip.conf.default_model``.
+    device : str, optional
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda:1"`` ...
+    download : bool, optional
+        Allow downloading released weights that are not cached.
+
+    Returns
+    -------
+    `torch.nn.Module`
+        In eval mode on ``device``; ``model_info(module)`` gives its name,
+        version and weights hash.
+
+    Raises
+    ------
+    ValueError
+        Unknown model name, or weights that do not match the architecture.
+    OSError
+        Released weights that are neither cached nor downloadable.
+
+    Examples
+    --------
+    >>> import astroclip
+    >>> model = astroclip.load_model("quickstart-report/model")  # doctest: +SKIP
+    """
+    dev = resolve_device(device)
+    if isinstance(model, torch.nn.Module):
+        return model.to(dev).eval()
+    name = conf.default_model if model is None else model
+    path = resolve_model_path(name, download=download)
+    key = (str(path.resolve()), os.stat(path / WEIGHTS_FILE).st_mtime_ns, str(dev))
+    if key in _MODEL_CACHE:
+        _MODEL_CACHE.move_to_end(key)
+        return _MODEL_CACHE[key]
+    try:
+        module = _load_model_folder(path, device=dev)
+    except (RuntimeError, KeyError) as exc:
+        raise ValueError(f"the weights in {path} do not match the model described by its "
+                         f"config.json: {exc}") from exc
+    module._astroclip_info = {"model": str(name), "path": str(path),
+                              "astroclip_version": __version__,
+                              "weights_sha256": sha256_file(path / WEIGHTS_FILE)}
+    _MODEL_CACHE[key] = module
+    while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+        _MODEL_CACHE.popitem(last=False)
+    return module
+
+
+def model_info(model):
+    """Name, version and weights hash of a model loaded with `load_model`."""
+    info = getattr(model, "_astroclip_info", None)
+    if info is None:
+        info = {"model": type(model).__name__, "path": "", "astroclip_version": __version__,
+                "weights_sha256": ""}
+    return dict(info)
+
+
+def _encoder(model, modality):
+    """The callable turning a batch tensor of ``modality`` into embeddings."""
+    method = getattr(model, f"encode_{modality}", None)
+    if method is not None:
+        return method
+    family = getattr(model, "family", None) or type(model).__name__.lower()
+    if modality in str(family) or (modality == "spectrum" and "spectrum" in type(model).__name__.lower()) \
+            or (modality == "image" and "image" in type(model).__name__.lower()):
+        return model
+    raise ValueError(f"model {model_info(model)['model']!r} ({type(model).__name__}) cannot "
+                     f"embed {modality} data; use an aligned AstroCLIP model")
+
+
+def _run_batches(fn, array, *, batch_size, device, progress, desc):
+    n = len(array)
+    if n == 0:
+        raise ValueError(f"nothing to embed: the input holds no {desc}")
+    out = None
+    bar = tqdm(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
+               disable=not progress or n <= batch_size, leave=False)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(array[start:start + batch_size]))
+            emb = fn(batch.to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((n, emb.shape[1]), dtype=np.float32)
+            out[start:start + len(emb)] = emb
+            bar.update(len(emb))
+    bar.close()
+    return out
+
+
+def _options(device, batch_size, progress):
+    batch_size = int(conf.batch_size if batch_size is None else batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    progress = conf.progress if progress is None else progress
+    device = conf.device if device is None else device
+    return device, batch_size, bool(progress)
+
+
+def _finish(embeddings, meta, model, *, normalize, as_table, modality):
+    if normalize:
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        embeddings = embeddings / np.maximum(norms, 1e-12)
+    if not as_table:
+        return embeddings.astype(np.float32, copy=False)
+    table = Table(meta, copy=True) if meta is not None and len(meta.colnames) else Table()
+    table[f"{modality}_embedding"] = embeddings.astype(np.float32, copy=False)
+    table.meta.update({f"{modality}_{k}": v for k, v in model_info(model).items()})
+    return table
+
+
+# ----------------------------------------------------------------------------- inputs
+def _is_pathlike(x):
+    return isinstance(x, (str, os.PathLike))
+
+
+def _paths(x):
+    if _is_pathlike(x):
+        return [Path(x)]
+    if isinstance(x, (list, tuple)) and x and all(_is_pathlike(p) for p in x):
+        return [Path(p) for p in x]
+    return None
+
+
+def _table_column(table, names, what):
+    for name in names:
+        if name in table.colnames:
+            return table[name]
+    raise ValueError(f"the Table has no {what} column; expected one of {list(names)} "
+                     f"(columns: {table.colnames})")
+
+
+def _spectra_input(spectra, prepare_kwargs):
+    from .inputs.spectra import PreparedSpectra, prepare_spectra
+
+    if isinstance(spectra, PreparedSpectra):
+        return spectra
+    paths = _paths(spectra)
+    if paths is not None:
+        suffixes = {p.suffix.lower() for p in paths}
+        if suffixes <= {".h5", ".hdf5"}:
+            from .data.hdf5 import read_paired_dataset
+            tables, fluxes, ivars = [], [], []
+            for p in paths:
+                t, arrays = read_paired_dataset(p, fields=("flux", "ivar"))
+                tables.append(t)
+                fluxes.append(arrays["flux"])
+                ivars.append(arrays["ivar"])
+            from astropy.table import vstack
+            return PreparedSpectra(np.concatenate(fluxes), np.concatenate(ivars),
+                                   vstack(tables) if len(tables) > 1 else tables[0])
+        from .inputs.desi import read_desi_coadd
+        return read_desi_coadd([str(p) for p in paths], **prepare_kwargs)
+    if isinstance(spectra, Table):
+        flux = _table_column(spectra, ("flux", "FLUX", "spectrum", "SPECTRUM"), "flux")
+        ivar = None
+        for name in ("ivar", "IVAR", "spectrum_ivar"):
+            if name in spectra.colnames:
+                ivar = spectra[name]
+        unit = flux.unit
+        if unit is None:
+            raise ValueError("the Table's flux column has no unit; set it, e.g. "
+                             "table['flux'].unit = '1e-17 erg/(s cm2 Angstrom)'")
+        wave = prepare_kwargs.pop("wavelength", None)
+        if wave is None:
+            if flux.shape[-1] != grid.N_PIXELS:
+                raise ValueError(f"the Table's flux has {flux.shape[-1]} pixels; pass "
+                                 "wavelength= for spectra that are not on the DESI grid")
+            wave = grid.wavelength_grid()
+        meta = spectra[[c for c in spectra.colnames if spectra[c].ndim == 1]]
+        ivar_arg = None if ivar is None else np.asarray(ivar)
+        return prepare_spectra(flux.quantity if hasattr(flux, "quantity") else flux,
+                               wavelength=wave, ivar=ivar_arg, meta=meta, **prepare_kwargs)
+    return prepare_spectra(spectra, **prepare_kwargs)
+
+
+def _images_input(images, prepare_kwargs):
+    from .inputs.images import PreparedImages, prepare_images
+
+    if isinstance(images, PreparedImages):
+        return images
+    paths = _paths(images)
+    if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
+        from astropy.table import vstack
+
+        from .data.hdf5 import read_paired_dataset
+        tables, arrays = [], []
+        for p in paths:
+            t, a = read_paired_dataset(p, fields=("image",))
+            tables.append(t)
+            arrays.append(a["image"])
+        return PreparedImages(np.concatenate(arrays),
+                              vstack(tables) if len(tables) > 1 else tables[0])
+    if isinstance(images, Table):
+        col = _table_column(images, ("image", "IMAGE", "images", "cutout"), "image")
+        meta = images[[c for c in images.colnames if images[c].ndim == 1]]
+        data = col.quantity if getattr(col, "unit", None) is not None else np.asarray(col)
+        prepared = prepare_images(data, **prepare_kwargs)
+        for name in meta.colnames:
+            if name not in prepared.meta.colnames:
+                prepared.meta[name] = meta[name]
+        return prepared
+    return prepare_images(images, **prepare_kwargs)
+
+
+# ----------------------------------------------------------------------------- embeddings
+def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progress=None,
+                   normalize=False, as_table=False, **prepare_kwargs):
+    """Embed galaxy spectra into the model's embedding space.
+
+    Parameters
+    ----------
+    spectra : Spectrum, SpectrumList, list, Quantity, array, Table, path(s) or `~astroclip.inputs.spectra.PreparedSpectra`
+        Anything `astroclip.prepare_spectra` accepts; DESI coadd FITS path(s)
+        (read with `astroclip.read_desi_coadd`); paired HDF5 training-set
+        file(s); or a Table with a ``flux`` column (with a unit; optionally
+        ``ivar``) on the DESI grid.
+    model : str, path or `torch.nn.Module`, optional
+        See `load_model`.
+    device : str, optional
+        Default ``astroclip.conf.device`` (``"auto"``).
+    batch_size : int, optional
+        Default ``astroclip.conf.batch_size``.  Results do not depend on it.
+    progress : bool, optional
+        Progress bar; default ``astroclip.conf.progress``.
+    normalize : bool, optional
+        Return unit-length embeddings (cosine similarity = dot product).
+    as_table : bool, optional
+        Return a Table: the input's metadata columns plus ``spectrum_embedding``;
+        ``meta`` records model name, version and weights sha256.
+    **prepare_kwargs
+        Passed to `astroclip.prepare_spectra` (e.g. ``wavelength=``,
+        ``flux_unit=``, ``min_coverage=``).
+
+    Returns
+    -------
+    `numpy.ndarray` or `~astropy.table.Table`
+        float32 ``(N, d)`` embeddings, one row per spectrum.
+
+    Examples
+    --------
+    >>> from astroclip import embed_spectrum
+    >>> emb = embed_spectrum("coadd-sv3-dark-26065.fits",
+    ...                      model="quickstart-report/model")  # doctest: +SKIP
+    """
+    device, batch_size, progress = _options(device, batch_size, progress)
+    net = load_model(model, device=device)
+    prepared = _spectra_input(spectra, prepare_kwargs)
+    dev = next(net.parameters()).device
+    emb = _run_batches(_encoder(net, "spectrum"), prepared.flux, batch_size=batch_size,
+                       device=dev, progress=progress, desc="spectra")
+    return _finish(emb, prepared.meta, net, normalize=normalize, as_table=as_table,
+                   modality="spectrum")
+
+
+def embed_image(images, *, model=None, device=None, batch_size=None, progress=None,
+                normalize=False, as_table=False, **prepare_kwargs):
+    """Embed g, r, z galaxy images into the model's embedding space.
+
+    Parameters
+    ----------
+    images : NDData, CCDData, list, FITS path(s) or HDU, Quantity, array, Table or `~astroclip.inputs.images.PreparedImages`
+        Anything `astroclip.prepare_images` accepts (arrays need ``bands=`` and
+        ``unit=``); paired HDF5 training-set file(s); or a Table with an
+        ``image`` column.
+    model, device, batch_size, progress, normalize, as_table
+        As in `embed_spectrum`; the Table column is ``image_embedding``.
+    **prepare_kwargs
+        Passed to `astroclip.prepare_images` (e.g. ``bands=``, ``unit=``, ``center=``).
+
+    Returns
+    -------
+    `numpy.ndarray` or `~astropy.table.Table`
+        float32 ``(N, d)`` embeddings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip import embed_image
+    >>> cutouts = np.zeros((2, 3, 152, 152), dtype=np.float32)
+    >>> emb = embed_image(cutouts, bands="grz", unit="nanomaggy",
+    ...                   model="quickstart-report/model")  # doctest: +SKIP
+    """
+    device, batch_size, progress = _options(device, batch_size, progress)
+    net = load_model(model, device=device)
+    prepared = _images_input(images, prepare_kwargs)
+    dev = next(net.parameters()).device
+    emb = _run_batches(_encoder(net, "image"), prepared.images, batch_size=batch_size,
+                       device=dev, progress=progress, desc="images")
+    return _finish(emb, prepared.meta, net, normalize=normalize, as_table=as_table,
+                   modality="image")
+
+
+# ----------------------------------------------------------------------------- catalogues
+_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".fits": "fits", ".fit": "fits",
+            ".parquet": "parquet"}
+_MODALITIES = {"spectrum": ("spectrum",), "image": ("image",), "both": ("spectrum", "image")}
+
+
+class _Chunks:
+    """A catalogue cut into row chunks that can be read independently (for resume)."""
+
+    def __init__(self, source, modalities, chunk_size, prepare_kwargs):
+        from .inputs.images import PreparedImages
+        from .inputs.spectra import PreparedSpectra
+
+        self.modalities = modalities
+        self.prepare_kwargs = prepare_kwargs
+        paths = _paths(source)
+        if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
+            from .data.hdf5 import open_hdf5
+            self.kind = "hdf5"
+            self.files = []
+            for p in paths:
+                with open_hdf5(p) as f:
+                    if "targetid" not in f:
+                        raise ValueError(f"{p} is not an astroclip paired file (no 'targetid'); "
+                                         "convert it with astroclip.data first")
+                    n = len(f["targetid"])
+                self.files.append((p, n))
+            self.bounds = [(i, s, min(s + chunk_size, n)) for i, (p, n) in enumerate(self.files)
+                           for s in range(0, n, chunk_size)]
+            self.description = [str(p) for p in paths]
+        elif paths is not None:
+            if modalities != ("spectrum",):
+                raise ValueError("DESI coadd files hold spectra only: use modality='spectrum'")
+            self.kind = "desi"
+            self.files = paths
+            self.bounds = [(i, 0, None) for i in range(len(paths))]
+            self.description = [str(p) for p in paths]
+        else:
+            self.kind = "memory"
+            data = source if isinstance(source, dict) else {modalities[0]: source}
+            unknown = set(data) - {"spectrum", "image"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)} in the input dict; use "
+                                 "'spectrum' and/or 'image'")
+            missing = set(modalities) - set(data)
+            if missing:
+                raise ValueError(f"modality {sorted(missing)} requested but the input holds "
+                                 f"only {sorted(data)}")
+            self.prepared = {}
+            if "spectrum" in modalities:
+                sp = data["spectrum"]
+                self.prepared["spectrum"] = (sp if isinstance(sp, PreparedSpectra)
+                                             else _spectra_input(sp, dict(prepare_kwargs)))
+            if "image" in modalities:
+                im = data["image"]
+                self.prepared["image"] = (im if isinstance(im, PreparedImages)
+                                          else _images_input(im, dict(prepare_kwargs)))
+            lengths = {len(v) for v in self.prepared.values()}
+            if len(lengths) != 1:
+                raise ValueError(f"spectra and images differ in length: "
+                                 f"{ {k: len(v) for k, v in self.prepared.items()} }")
+            n = lengths.pop()
+            self.bounds = [(0, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+            self.description = ["in-memory input", n]
+
+    def __len__(self):
+        return len(self.bounds)
+
+    def read(self, i):
+        """(ids, {modality: model-ready float32 array}) of chunk ``i``."""
+        f, start, stop = self.bounds[i]
+        if self.kind == "hdf5":
+            from .data.hdf5 import read_paired_dataset
+            fields = (["flux"] if "spectrum" in self.modalities else []) + \
+                     (["image"] if "image" in self.modalities else [])
+            table, arrays = read_paired_dataset(self.files[f][0], fields=fields,
+                                                rows=slice(start, stop))
+            out = {}
+            if "spectrum" in self.modalities:
+                out["spectrum"] = arrays["flux"]
+            if "image" in self.modalities:
+                out["image"] = arrays["image"]
+            return np.asarray(table["targetid"], dtype=np.int64), out
+        if self.kind == "desi":
+            from .inputs.desi import read_desi_coadd
+            prepared = read_desi_coadd([str(self.files[f])], **self.prepare_kwargs)
+            ids = (np.asarray(prepared.meta["TARGETID"], dtype=np.int64)
+                   if "TARGETID" in prepared.meta.colnames else np.full(len(prepared), -1))
+            return ids, {"spectrum": prepared.flux}
+        out = {}
+        ids = None
+        for modality, prepared in self.prepared.items():
+            out[modality] = (prepared.flux if modality == "spectrum" else prepared.images)[start:stop]
+            meta = prepared.meta
+            for name in ("TARGETID", "targetid"):
+                if ids is None and name in meta.colnames:
+                    ids = np.asarray(meta[name][start:stop], dtype=np.int64)
+        if ids is None:
+            ids = np.arange(start, stop, dtype=np.int64)
+        return ids, out
+
+
+def _write_output(parts, out, fmt, modalities, info, n_chunks):
+    ids = []
+    for i in range(n_chunks):
+        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+            ids.append(z["targetid"])
+    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    if fmt == "hdf5":
+        import h5py
+        with atomic_path(out) as tmp:
+            with h5py.File(tmp, "w") as h:
+                h.attrs.update({k: str(v) for k, v in info.items()})
+                h.create_dataset("targetid", data=ids)
+                for modality in modalities:
+                    ds = None
+                    row = 0
+                    for i in range(n_chunks):
+                        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+                            emb = z[modality]
+                        if ds is None:
+                            ds = h.create_dataset(f"{modality}_embedding",
+                                                  shape=(len(ids), emb.shape[1]), dtype="f4",
+                                                  chunks=(min(4096, max(len(ids), 1)),
+                                                          emb.shape[1]))
+                        ds[row:row + len(emb)] = emb
+                        row += len(emb)
+        return
+    table = Table({"targetid": ids})
+    for modality in modalities:
+        embs = []
+        for i in range(n_chunks):
+            with np.load(parts / f"chunk_{i:07d}.npz") as z:
+                embs.append(z[modality])
+        table[f"{modality}_embedding"] = np.concatenate(embs)
+    table.meta.update({k: str(v) for k, v in info.items()})
+    with atomic_path(out) as tmp:
+        table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
+
+
+def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, format=None,
+                  device=None, batch_size=None, progress=None, overwrite=False, resume=True,
+                  **prepare_kwargs):
+    """Embed an arbitrarily large catalogue into a file, in resumable chunks.
+
+    Each chunk of ``chunk_size`` rows is embedded and written atomically to
+    ``<out>.parts/``; an interrupted run (killed, crashed, out of time) picks
+    up at the first missing chunk with no lost or duplicated rows.  When all
+    chunks exist they are assembled into ``out`` (atomically) and the parts
+    are removed.
+
+    Parameters
+    ----------
+    source : path(s), dict or array-like
+        Paired HDF5 training-set file(s) (spectra and/or images); DESI coadd
+        FITS files (spectra, one chunk per file); or in-memory input: anything
+        `embed_spectrum` / `embed_image` take, or ``{"spectrum": ..., "image": ...}``.
+    out : path
+        Output file: ``.h5``/``.hdf5`` (streamed, any size), ``.fits`` or
+        ``.parquet`` (assembled in memory through astropy).
+    modality : {"both", "spectrum", "image"}, optional
+        Which embeddings to compute.
+    model, device, batch_size, progress
+        As in `embed_spectrum`.
+    chunk_size : int, optional
+        Rows per resumable chunk.
+    format : {"hdf5", "fits", "parquet"}, optional
+        Default from the suffix of ``out``.
+    overwrite : bool, optional
+        Replace an existing ``out``.
+    resume : bool, optional
+        Reuse the chunks of an interrupted run with the same model and
+        chunking (default); False starts afresh.
+    **prepare_kwargs
+        Passed to the input layer.
+
+    Returns
+    -------
+    `pathlib.Path`
+        ``out``.  Its columns/datasets: ``targetid`` (or the row number for inputs
+        without identifiers) and ``spectrum_embedding`` / ``image_embedding``;
+        its metadata records model name, version and weights hash.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
+    ValueError
+        Unknown modality or format; parts of an earlier run made with another
+        model or chunk size.
+
+    Examples
+    --------
+    >>> from astroclip import embed_catalog
+    >>> embed_catalog("survey.h5", out="embeddings.h5",
+    ...               model="quickstart-report/model")  # doctest: +SKIP
+    """
+    if modality not in _MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
+    modalities = _MODALITIES[modality]
+    out = Path(out)
+    fmt = format or _FORMATS.get(out.suffix.lower())
+    if fmt not in ("hdf5", "fits", "parquet"):
+        raise ValueError(f"cannot tell the output format of {out}; use a .h5, .fits or "
+                         ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
+    check_output_path(out, overwrite=overwrite)
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    device, batch_size, progress = _options(device, batch_size, progress)
+    net = load_model(model, device=device)
+    dev = next(net.parameters()).device
+    encoders = {m: _encoder(net, m) for m in modalities}
+    chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
+    info = model_info(net)
+    manifest = {"model": info, "modalities": list(modalities), "chunk_size": int(chunk_size),
+                "n_chunks": len(chunks), "source": [str(s) for s in chunks.description]}
+    parts = out.with_name(out.name + ".parts")
+    manifest_path = parts / "manifest.json"
+    if parts.exists() and not resume:
+        shutil.rmtree(parts)
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text())
+        if previous != json.loads(json.dumps(manifest)):
+            raise ValueError(f"{parts} holds chunks of an earlier run with another model, "
+                             "input or chunking; pass resume=False to start afresh")
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        with atomic_path(manifest_path) as tmp:
+            Path(tmp).write_text(json.dumps(manifest, indent=1))
+    done = {i for i in range(len(chunks)) if (parts / f"chunk_{i:07d}.npz").exists()}
+    bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
+               disable=not progress)
+    for i in range(len(chunks)):
+        if i in done:
+            continue
+        ids, arrays = chunks.read(i)
+        result = {"targetid": ids}
+        for m in modalities:
+            result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
+                                     device=dev, progress=False, desc=f"{m} rows")
+        with atomic_path(parts / f"chunk_{i:07d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **result)
+        bar.update(1)
+    bar.close()
+    _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
+    shutil.rmtree(parts)
+    return out
