@@ -1,0 +1,71 @@
+"""``astroclip pretrain-spectra``: masked-segment pretraining of the spectrum transformer."""
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "Pretrain the spectrum transformer by filling masked segments (Lightning, resumable)."
+
+
+def _devices(value):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return [int(v) for v in value.split(",")]
+
+
+def add_arguments(parser):
+    from ..models.presets import SPECTRUM_PRESETS
+
+    parser.add_argument("--data", required=True,
+                        help="paired HDF5 training-set file (train rows train, val rows validate)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    parser.add_argument("--preset", default="small", choices=sorted(SPECTRUM_PRESETS),
+                        help="model size (default: small)")
+    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=32, help="spectra per batch and device")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="linear warm-up steps (default: 5%% of the run, at most 2000)")
+    parser.add_argument("--mask-run-length", type=int, default=None,
+                        help="tokens per masked run (paper 30, released 50)")
+    parser.add_argument("--mask-placement", choices=("anywhere", "per_section"), default=None,
+                        help="masked runs anywhere (paper) or one per sixth (released)")
+    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="steps between atomic checkpoints")
+    parser.add_argument("--val-every", type=int, default=None, help="steps between validations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--device", default=None,
+                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
+    parser.add_argument("--devices", type=_devices, default="auto",
+                        help="number of devices or comma-separated ids")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default=None,
+                        help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not continue from OUT/last.ckpt")
+    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+
+
+def run(args):
+    from ..training.spectra import pretrain_spectra
+
+    pretrain_spectra(args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
+                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                     warmup_steps=args.warmup_steps, mask_run_length=args.mask_run_length,
+                     mask_placement=args.mask_placement,
+                     accumulate_grad_batches=args.accumulate,
+                     checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+                     seed=args.seed, num_workers=args.num_workers, device=args.device,
+                     accelerator=args.accelerator, devices=args.devices,
+                     num_nodes=args.num_nodes, strategy=args.strategy,
+                     precision=args.precision, progress=not args.no_progress,
+                     resume=not args.no_resume, overwrite=args.overwrite)
+    print(f"model written to {args.out}")

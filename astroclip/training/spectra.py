@@ -1,0 +1,331 @@
+"""Masked-segment pretraining of the spectrum transformer.
+
+The model sees each training spectrum with contiguous runs of tokens zeroed
+(the paper: 6 runs of 30 tokens; the released model: 6 runs of 50 tokens, one
+inside each sixth of the sequence) and is trained to predict them: mean squared
+error on the zeroed data entries only (`astroclip.models.spectrum.masked_mse`).
+Optimisation: AdamW with linear warm-up then cosine decay, gradient clipping,
+through Lightning (CPU, one or several GPUs with DDP, bf16 mixed precision on
+GPUs), with a validation loss, atomic checkpoints and exact resume (see
+`astroclip.training.common`).  The final weights are written in our
+safetensors + JSON format.
+"""
+
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CUDAAccelerator
+import numpy as np
+import torch
+
+from .._config import conf
+from .._device import resolve_device
+from ..models.presets import get_preset
+from ..models.spectrum import SpectrumEncoder, masked_mse
+from ..models.weights import CONFIG_FILE, save_model
+from .common import (CHECKPOINT_NAME, build_train_loader, build_trainer,
+                     find_resume_checkpoint, resolve_dataset, step_generator,
+                     warmup_cosine_scheduler)
+
+__all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
+           "pretrain_spectra"]
+
+
+class FluxDataset(torch.utils.data.Dataset):
+    """Items ``{"spectrum": flux_row}`` from an in-memory (N, n_pixels) array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip.training.spectra import FluxDataset
+    >>> FluxDataset(np.ones((3, 7781)))[0]["spectrum"].shape
+    torch.Size([7781])
+    """
+
+    def __init__(self, flux):
+        flux = torch.as_tensor(np.asarray(flux), dtype=torch.float32)
+        if flux.ndim != 2:
+            raise ValueError(f"flux must have shape (N, pixels), got {tuple(flux.shape)}")
+        self.flux = flux
+
+    def __len__(self):
+        return self.flux.shape[0]
+
+    def __getitem__(self, i):
+        return {"spectrum": self.flux[i]}
+
+
+def collate_spectra(items):
+    """Stack the ``"spectrum"`` entries of dataset items into (B, n_pixels)."""
+    try:
+        return {"spectrum": torch.stack([torch.as_tensor(it["spectrum"]) for it in items])}
+    except (KeyError, TypeError, IndexError):
+        keys = sorted(items[0]) if items and isinstance(items[0], dict) else type(items[0])
+        raise ValueError(f"dataset items must be dicts with a 'spectrum' entry (flux on the "
+                         f"DESI grid); got {keys}") from None
+
+
+def _as_dataset(data, split):
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return FluxDataset(data)
+    return resolve_dataset(data, split=split)
+
+
+class SpectraDataModule(pl.LightningDataModule):
+    """Step-indexed training loader and a plain validation loader of spectra."""
+
+    def __init__(self, train, val=None, *, batch_size=32, seed=0, num_workers=0):
+        super().__init__()
+        self.train_set = train
+        self.val_set = val if val is not None and len(val) > 0 else None
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+
+    def _start(self):
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+    def train_dataloader(self):
+        pin = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
+                                  start=self._start, num_workers=self.num_workers,
+                                  pin_memory=pin, collate_fn=collate_spectra)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.batch_size,
+                                           shuffle=False, num_workers=self.num_workers,
+                                           collate_fn=collate_spectra)
+
+
+class SpectrumPretraining(pl.LightningModule):
+    """LightningModule of the masked-segment pretraining.
+
+    Parameters
+    ----------
+    model_config : dict
+        `~astroclip.models.spectrum.SpectrumEncoder` keyword arguments
+        (its ``mask_*`` entries set the masking).
+    lr : float, optional
+        Peak AdamW learning rate (released: 1e-5 over a long run).
+    weight_decay : float, optional
+        AdamW weight decay on matrices (not on biases and LayerNorms).
+    betas : tuple of float, optional
+        AdamW betas (released: 0.9, 0.95).
+    warmup_steps, max_steps : int
+        Linear warm-up, then cosine decay until ``max_steps``.
+    min_lr_ratio : float, optional
+        Final learning rate as a fraction of ``lr``.
+    seed : int, optional
+        Seed of the validation masks (training masks come from torch's
+        generator, re-seeded every micro-batch by the trainer).
+    """
+
+    def __init__(self, model_config, *, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95),
+                 warmup_steps=100, max_steps=1000, min_lr_ratio=0.0, seed=0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = SpectrumEncoder(**model_config)
+
+    def forward(self, flux):
+        return self.model(flux)
+
+    def _step(self, flux, generator=None):
+        model = self.model
+        tokens = model.tokenize(flux)
+        mask = model.random_mask(tokens.shape[0], generator=generator, device="cpu")
+        mask = mask.to(tokens.device)
+        prediction = model.predict_tokens(model.mask_tokens(tokens, mask))
+        return masked_mse(prediction, tokens, mask)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch["spectrum"])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["spectrum"]))
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, prog_bar=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        g = step_generator(self.hparams.seed, 7, batch_idx)
+        loss = self._step(batch["spectrum"], generator=g)
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True,
+                 batch_size=len(batch["spectrum"]))
+        return loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        hp = self.hparams
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=hp.lr, betas=tuple(hp.betas))
+        sched = warmup_cosine_scheduler(opt, warmup_steps=hp.warmup_steps,
+                                        total_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _device_to_accelerator(device, accelerator, devices):
+    if device is None:
+        return accelerator, devices
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return "cpu", 1
+    if dev.type == "cuda":
+        return "gpu", [dev.index] if dev.index is not None else devices
+    return dev.type, 1
+
+
+def _checkpoint_hparams(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return ckpt.get("hyper_parameters", {})
+
+
+def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=None,
+                     max_steps=1000, batch_size=32, lr=3e-4, weight_decay=0.1,
+                     betas=(0.9, 0.95), warmup_steps=None, min_lr_ratio=0.0,
+                     mask_run_length=None, mask_placement=None, accumulate_grad_batches=1,
+                     gradient_clip_val=1.0, checkpoint_every=None, val_every=None,
+                     limit_val_batches=None, seed=0, num_workers=0, device=None,
+                     accelerator="auto", devices="auto", num_nodes=1, strategy="auto",
+                     precision=None, progress=None, resume=True, overwrite=False):
+    """Pretrain a spectrum transformer by masked-segment filling.
+
+    Parameters
+    ----------
+    data : path, `torch.utils.data.Dataset` or array
+        Our paired HDF5 training-set file (its ``train`` rows train, its
+        ``val`` rows give the validation loss), any map-style Dataset whose
+        items are dicts with a ``"spectrum"`` entry (flux on the DESI grid),
+        or an (N, 7781) flux array.
+    out : path
+        Run folder: ``last.ckpt`` (resumable checkpoint), ``logs/`` and, at
+        the end, ``model.safetensors`` + ``config.json``.
+    preset : str, optional
+        Spectrum preset (``"small"``, ``"paper"``, ``"released"``).
+    model_config : dict, optional
+        Overrides of the preset's `~astroclip.models.spectrum.SpectrumEncoder`
+        arguments.
+    val_data : Dataset or array, optional
+        Validation set when ``data`` is not a file.
+    max_steps : int, optional
+        Optimizer steps.
+    batch_size : int, optional
+        Spectra per micro-batch and per device.
+    lr, weight_decay, betas : optional
+        AdamW settings (the released run: 1e-5, 0.1, (0.9, 0.95)).
+    warmup_steps : int, optional
+        Linear warm-up steps (default: 5 % of ``max_steps``, at most 2000).
+    min_lr_ratio : float, optional
+        Final learning rate of the cosine, as a fraction of ``lr``.
+    mask_run_length, mask_placement : optional
+        Override the preset's masking (e.g. 50 and ``"per_section"``).
+    accumulate_grad_batches, gradient_clip_val : optional
+        Gradient accumulation and norm clipping (1.0).
+    checkpoint_every, val_every : int, optional
+        Steps between checkpoints and validations (default: a tenth of the
+        run, at most 1000).
+    limit_val_batches : int, optional
+        Cap on validation batches.
+    seed : int, optional
+        Seed of the data order, masks and initialisation.
+    num_workers : int, optional
+        Data-loader processes.
+    device : str, optional
+        Shortcut for one device (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+        overrides ``accelerator``/``devices``.
+    accelerator, devices, num_nodes, strategy, precision : optional
+        Lightning settings (``devices=4, strategy="ddp"`` for 4 GPUs;
+        precision defaults to bf16 mixed on GPUs, fp32 on CPUs).
+    progress : bool, optional
+        Progress bar (default: ``astroclip.conf.progress``).
+    resume : bool, optional
+        Continue from ``out/last.ckpt`` when it exists.
+    overwrite : bool, optional
+        Start over in a folder that already holds a run.
+
+    Returns
+    -------
+    `~astroclip.models.spectrum.SpectrumEncoder`
+        The trained model (CPU, evaluation mode); also saved in ``out``.
+
+    Examples
+    --------
+    >>> from astroclip import pretrain_spectra
+    >>> model = pretrain_spectra("train.h5", out="run/", preset="small",
+    ...                          max_steps=2000)  # doctest: +SKIP
+    """
+    out = Path(out)
+    config = get_preset("spectrum", preset)
+    config.update(model_config or {})
+    if mask_run_length is not None:
+        config["mask_run_length"] = int(mask_run_length)
+    if mask_placement is not None:
+        config["mask_placement"] = mask_placement
+    with torch.device("meta"):
+        SpectrumEncoder(**config)  # validates the configuration cheaply
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+
+    ckpt = find_resume_checkpoint(out)
+    finished = (out / CONFIG_FILE).exists()
+    if ckpt is not None and not resume and not overwrite:
+        raise FileExistsError(f"{out} already holds a training run ({ckpt.name}); pass "
+                              "resume=True to continue it or overwrite=True to start over")
+    if finished and ckpt is None and not overwrite:
+        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}); choose another "
+                              "folder or pass overwrite=True")
+    if ckpt is not None and overwrite and not resume:
+        ckpt.unlink()
+        ckpt = None
+    if ckpt is not None:
+        old = _checkpoint_hparams(ckpt).get("model_config")
+        if old is not None and dict(old) != config:
+            raise ValueError(f"{ckpt} was trained with model_config={old}, not {config}; use "
+                             "the same preset/options to resume, or overwrite=True")
+
+    train_set = _as_dataset(data, "train")
+    if val_data is not None:
+        val_set = _as_dataset(val_data, "val")
+    elif isinstance(data, (str, Path)):
+        val_set = _as_dataset(data, "val")
+    else:
+        val_set = None
+    period = max(1, min(1000, max_steps // 10))
+    checkpoint_every = period if checkpoint_every is None else int(checkpoint_every)
+    val_every = period if val_every is None else int(val_every)
+    if warmup_steps is None:
+        warmup_steps = min(2000, max(1, max_steps // 20))
+    accelerator, devices = _device_to_accelerator(device, accelerator, devices)
+    progress = conf.progress if progress is None else progress
+
+    trainer = build_trainer(
+        out_dir=out, max_steps=max_steps, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, strategy=strategy, precision=precision,
+        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
+        checkpoint_every=checkpoint_every,
+        val_every=val_every * accumulate_grad_batches if val_set is not None else None,
+        limit_val_batches=limit_val_batches, progress=progress, seed=seed,
+        log_every_n_steps=max(1, min(50, max_steps // 10)))
+    module = SpectrumPretraining(config, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                                 warmup_steps=warmup_steps, max_steps=max_steps,
+                                 min_lr_ratio=min_lr_ratio, seed=seed)
+    datamodule = SpectraDataModule(train_set, val_set, batch_size=batch_size, seed=seed,
+                                   num_workers=num_workers)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt,
+                **({"weights_only": True} if ckpt is not None else {}))
+
+    model = module.model.to("cpu").eval()
+    if trainer.is_global_zero:
+        save_model(model, out, overwrite=True,
+                   metadata={"stage": "pretrain-spectra", "preset": preset,
+                             "steps": int(trainer.global_step), "batch_size": batch_size,
+                             "lr": lr, "seed": seed,
+                             "data": str(data) if isinstance(data, (str, Path)) else
+                             type(data).__name__})
+    trainer.strategy.barrier("pretrain_spectra_saved")
+    return model
