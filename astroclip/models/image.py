@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astroclip.inputs import grid
+from astroclip.models import weights as _weights
 from astroclip.models.heads import CrossAttentionHead
 
 __all__ = [
@@ -656,6 +657,10 @@ class ImageEncoder(nn.Module):
                 self.embed_dim, self.backbone.embed_dim, num_heads=head_heads, dropout=dropout,
                 residual=False)
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
     def preprocess(self, images):
         """Check the input, centre crop and (ViT) colour map: what the backbone sees."""
         if not torch.is_tensor(images):
@@ -705,3 +710,6 @@ class ImageEncoder(nn.Module):
     def forward(self, images, *, return_weights=False):
         x = self.preprocess(images)
         return self.head(self.features(x), return_weights=return_weights)
+
+
+_weights.register_model_class("ImageEncoder", "astroclip.models.image:ImageEncoder", family="image")

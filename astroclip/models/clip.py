@@ -1,0 +1,553 @@
+"""The aligned AstroCLIP model: image encoder + spectrum encoder in one embedding space.
+
+`AstroCLIP` holds an `~astroclip.models.image.ImageEncoder` (``image_encoder``)
+and a `~astroclip.models.spectrum.SpectrumEmbedder` (``spectrum_encoder``),
+each ending with its embedding head, and maps raw inputs to ``(B, d)``
+embeddings with `AstroCLIP.encode_image` (g, r, z cutouts in nanomaggies) and
+`AstroCLIP.encode_spectrum` (flux on the DESI grid).
+
+`clip_loss` is the paper's equation 1 made symmetric
+(``../shared/reference/method.md`` section 4): embeddings are L2-normalised
+(eps 1e-3), ``logits = s * z_img @ z_spec.T`` with a fixed logit scale ``s``
+(15.5 as released, tau ~ 0.065), and the cross-entropy of matching each image
+to its spectrum and each spectrum to its image is averaged.  With
+``gather=True`` the negatives come from every process of a distributed run
+(`torch.distributed.nn.functional.all_gather`, which keeps the gradients).
+
+Freezing policies (`FREEZE_POLICIES`): ``"paper"`` (default) freezes the
+spectrum transformer and the image backbone (convolutional part of the ResNet /
+the ViT) and trains the embedding heads; ``"none"`` trains everything;
+a dict ``{"image": level, "spectrum": level}`` with levels ``"backbone"``,
+``"none"`` or ``"all"`` gives any other combination.  Frozen modules stay in
+evaluation mode (BatchNorm statistics and dropout do not move) and run without
+gradients.
+
+`retrieval_accuracy` scores cross-modal retrieval (top-k accuracy of finding
+the partner of each object among all candidates by cosine similarity).
+"""
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .image import ImageEncoder
+from .presets import get_preset
+from .spectrum import SpectrumEmbedder
+from . import weights as _weights
+
+__all__ = ["AstroCLIP", "clip_loss", "clip_logits", "retrieval_accuracy", "FREEZE_POLICIES",
+           "LOGIT_SCALE", "NORM_EPS", "convert_image_side", "convert_astrodino",
+           "convert_astroclip"]
+
+#: Logit scale of the released model (temperature ~ 1 / 15.5).
+LOGIT_SCALE = 15.5
+#: Epsilon of the L2 normalisation of the embeddings.
+NORM_EPS = 1e-3
+#: Named freezing policies: per-modality level ("backbone": only the head trains;
+#: "none": everything trains; "all": nothing trains).
+FREEZE_POLICIES = {
+    "paper": {"image": "backbone", "spectrum": "backbone"},
+    "none": {"image": "none", "spectrum": "none"},
+    "heads": {"image": "backbone", "spectrum": "backbone"},
+}
+_LEVELS = ("backbone", "none", "all")
+
+
+# ====================================================================== the loss
+
+
+def _check_pair(image_embeddings, spectrum_embeddings):
+    if image_embeddings.ndim != 2 or spectrum_embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (B, d) matrices, got {tuple(image_embeddings.shape)} "
+                         f"and {tuple(spectrum_embeddings.shape)}")
+    if image_embeddings.shape[0] != spectrum_embeddings.shape[0]:
+        raise ValueError(f"the image batch has {image_embeddings.shape[0]} items but the spectrum "
+                         f"batch has {spectrum_embeddings.shape[0]}; item i of each must be the "
+                         "same object (pairs), so both batches must have the same length")
+    if image_embeddings.shape[1] != spectrum_embeddings.shape[1]:
+        raise ValueError(f"image embeddings have {image_embeddings.shape[1]} dimensions but "
+                         f"spectrum embeddings {spectrum_embeddings.shape[1]}; both heads must "
+                         "have the same embed_dim")
+
+
+def _gather(x):
+    """All processes' rows, concatenated; gradients flow back to each process's own rows."""
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def clip_logits(image_embeddings, spectrum_embeddings, *, logit_scale=LOGIT_SCALE, eps=NORM_EPS):
+    """``s * normalize(z_img) @ normalize(z_spec).T`` (image rows, spectrum columns)."""
+    _check_pair(image_embeddings, spectrum_embeddings)
+    zi = F.normalize(image_embeddings.float(), dim=-1, eps=eps)
+    zs = F.normalize(spectrum_embeddings.float(), dim=-1, eps=eps)
+    return logit_scale * zi @ zs.T
+
+
+def clip_loss(image_embeddings, spectrum_embeddings, *, logit_scale=LOGIT_SCALE, eps=NORM_EPS,
+              gather=False):
+    """Symmetric InfoNCE loss of paired embeddings (paper equation 1).
+
+    Parameters
+    ----------
+    image_embeddings, spectrum_embeddings : `torch.Tensor`
+        ``(B, d)``; row i of both is the same object.
+    logit_scale : float, optional
+        Fixed inverse temperature ``s`` (15.5 as released).
+    eps : float, optional
+        Epsilon of the L2 normalisation.
+    gather : bool, optional
+        In a distributed run, use every process's embeddings as negatives (each
+        process must have the same ``B``); gradients flow through the gather.
+
+    Returns
+    -------
+    `torch.Tensor`
+        Scalar float32 loss: mean of the image->spectrum and spectrum->image
+        cross-entropies.
+
+    Raises
+    ------
+    ValueError
+        Batches of different lengths or widths, or fewer than 2 pairs in total
+        (a contrastive loss needs negatives).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astroclip.models.clip import clip_loss
+    >>> z = torch.eye(4)
+    >>> float(clip_loss(z, z)) < float(clip_loss(z, z.roll(1, 0)))
+    True
+    """
+    _check_pair(image_embeddings, spectrum_embeddings)
+    world, rank = _dist() if gather else (1, 0)
+    b = image_embeddings.shape[0]
+    if b * world < 2:
+        raise ValueError(f"a contrastive batch needs at least 2 pairs (got {b * world}): each pair's "
+                         "negatives are the other pairs of the batch; use a larger batch or dataset")
+    zi = F.normalize(image_embeddings.float(), dim=-1, eps=eps)
+    zs = F.normalize(spectrum_embeddings.float(), dim=-1, eps=eps)
+    if world > 1:
+        all_i, all_s = _gather(zi), _gather(zs)
+    else:
+        all_i, all_s = zi, zs
+    labels = torch.arange(b, device=zi.device) + rank * b
+    loss_i = F.cross_entropy(logit_scale * zi @ all_s.T, labels)
+    loss_s = F.cross_entropy(logit_scale * zs @ all_i.T, labels)
+    return 0.5 * (loss_i + loss_s)
+
+
+@torch.no_grad()
+def retrieval_accuracy(image_embeddings, spectrum_embeddings, *, topk=(1, 5), chunk=2048):
+    """Cross-modal retrieval accuracy by cosine similarity.
+
+    For each image, the spectra are ranked by cosine similarity; a hit at ``k``
+    means its own spectrum is among the ``k`` best (and the same from spectra to
+    images).  Chance level is ``k / N``.
+
+    Parameters
+    ----------
+    image_embeddings, spectrum_embeddings : `torch.Tensor`
+        ``(N, d)`` paired embeddings.
+    topk : sequence of int, optional
+        Values of ``k``.
+    chunk : int, optional
+        Queries per block (bounds memory to ``chunk x N``).
+
+    Returns
+    -------
+    dict
+        ``"image_to_spectrum_top{k}"`` and ``"spectrum_to_image_top{k}"`` floats in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astroclip.models.clip import retrieval_accuracy
+    >>> z = torch.randn(10, 4)
+    >>> retrieval_accuracy(z, z + 1e-4)["image_to_spectrum_top1"]
+    1.0
+    """
+    _check_pair(image_embeddings, spectrum_embeddings)
+    n = image_embeddings.shape[0]
+    if n < 1:
+        raise ValueError("retrieval accuracy needs at least one pair")
+    zi = F.normalize(image_embeddings.float(), dim=-1, eps=NORM_EPS)
+    zs = F.normalize(spectrum_embeddings.float(), dim=-1, eps=NORM_EPS)
+    out = {}
+    for name, q, keys in (("image_to_spectrum", zi, zs), ("spectrum_to_image", zs, zi)):
+        ranks = []
+        for s in range(0, n, chunk):
+            sim = q[s:s + chunk] @ keys.T
+            own = sim.gather(1, torch.arange(s, min(s + chunk, n), device=sim.device)[:, None])
+            ranks.append((sim > own).sum(1))  # 0 = own partner is the best match
+        ranks = torch.cat(ranks)
+        for k in topk:
+            out[f"{name}_top{k}"] = float((ranks < k).float().mean())
+    return out
+
+
+# ===================================================================== the model
+
+
+def _resolve_image(image):
+    if isinstance(image, str):
+        return get_preset("image", image)
+    return dict(image)
+
+
+def _resolve_spectrum(spectrum, embed_dim):
+    spectrum = dict(spectrum)
+    backbone = spectrum.get("backbone", "small")
+    if isinstance(backbone, str):
+        backbone = get_preset("spectrum", backbone)
+    pooling = dict(spectrum.get("pooling", {}))
+    pooling.setdefault("embed_dim", embed_dim)
+    pooling.setdefault("residual", True)  # the released spectrum side: x + mlp(x)
+    return dict(backbone=dict(backbone), pooling=pooling)
+
+
+def _resolve_freeze(freeze):
+    if isinstance(freeze, str):
+        if freeze not in FREEZE_POLICIES:
+            raise ValueError(f"unknown freezing policy {freeze!r}; choose one of "
+                             f"{sorted(FREEZE_POLICIES)} or a dict like "
+                             "{'image': 'backbone', 'spectrum': 'none'}")
+        return dict(FREEZE_POLICIES[freeze])
+    freeze = dict(freeze)
+    if set(freeze) - {"image", "spectrum"}:
+        raise ValueError(f"freeze dict keys must be 'image' and 'spectrum', got {sorted(freeze)}")
+    out = {"image": freeze.get("image", "backbone"), "spectrum": freeze.get("spectrum", "backbone")}
+    for side, level in out.items():
+        if level not in _LEVELS:
+            raise ValueError(f"freeze level {level!r} for {side} must be one of {_LEVELS}")
+    return out
+
+
+class AstroCLIP(nn.Module):
+    """Image and spectrum encoders aligned into one embedding space.
+
+    Parameters
+    ----------
+    image : str or dict
+        An image preset name (`astroclip.models.presets.IMAGE_PRESETS`) or
+        `~astroclip.models.image.ImageEncoder` keyword arguments.
+    spectrum : dict
+        ``{"backbone": <spectrum preset name or SpectrumEncoder kwargs>,
+        "pooling": <CrossAttentionHead kwargs>}``; the pooling ``embed_dim``
+        defaults to the image encoder's and ``residual`` to True (released).
+    logit_scale : float, optional
+        Fixed inverse temperature of the loss (15.5 as released).
+    norm_eps : float, optional
+        Epsilon of the L2 normalisation in the loss.
+    freeze : str or dict, optional
+        Freezing policy (`FREEZE_POLICIES`; ``"paper"`` by default).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astroclip.models.clip import AstroCLIP
+    >>> model = AstroCLIP(
+    ...     image=dict(backbone="resnet", embed_dim=16, crop_size=32,
+    ...                backbone_kwargs=dict(layers=(1, 1, 1, 1), width=4, mlp_hidden=32)),
+    ...     spectrum=dict(backbone=dict(embed_dim=16, num_layers=1, num_heads=2, window=40,
+    ...                                 stride=40), pooling=dict(num_heads=2)))
+    >>> zi = model.encode_image(torch.rand(3, 3, 40, 40))
+    >>> zs = model.encode_spectrum(torch.rand(3, 7781))
+    >>> zi.shape, zs.shape
+    (torch.Size([3, 16]), torch.Size([3, 16]))
+    >>> loss = model.loss(zi, zs)
+    """
+
+    def __init__(self, *, image="resnet-small", spectrum=None, logit_scale=LOGIT_SCALE,
+                 norm_eps=NORM_EPS, freeze="paper"):
+        super().__init__()
+        image = _resolve_image(image)
+        self.image_encoder = ImageEncoder(**image)
+        spectrum = _resolve_spectrum(spectrum or {}, self.image_encoder.embed_dim)
+        self.spectrum_encoder = SpectrumEmbedder(**spectrum)
+        if self.spectrum_encoder.pooling.embed_dim != self.image_encoder.embed_dim:
+            raise ValueError(f"the spectrum head embeds into {self.spectrum_encoder.pooling.embed_dim} "
+                             f"dimensions but the image head into {self.image_encoder.embed_dim}; "
+                             "give both the same embed_dim")
+        self.logit_scale = float(logit_scale)
+        self.norm_eps = float(norm_eps)
+        self.embed_dim = self.image_encoder.embed_dim
+        self.freeze = _resolve_freeze(freeze)
+        self.config = dict(image=dict(self.image_encoder.config),
+                           spectrum=dict(self.spectrum_encoder.config),
+                           logit_scale=self.logit_scale, norm_eps=self.norm_eps,
+                           freeze=dict(self.freeze))
+        self.apply_freeze(self.freeze)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def from_parts(cls, image_encoder, spectrum_encoder, *, logit_scale=LOGIT_SCALE,
+                   norm_eps=NORM_EPS, freeze="paper"):
+        """Build from existing (e.g. pretrained) encoders, keeping their weights.
+
+        Parameters
+        ----------
+        image_encoder : `~astroclip.models.image.ImageEncoder`
+        spectrum_encoder : `~astroclip.models.spectrum.SpectrumEmbedder`
+        """
+        if not isinstance(image_encoder, ImageEncoder):
+            raise TypeError(f"image_encoder must be an ImageEncoder, got {type(image_encoder).__name__}")
+        if not isinstance(spectrum_encoder, SpectrumEmbedder):
+            raise TypeError("spectrum_encoder must be a SpectrumEmbedder, got "
+                            f"{type(spectrum_encoder).__name__}")
+        with torch.device("meta"):
+            model = cls(image=image_encoder.config, spectrum=spectrum_encoder.config,
+                        logit_scale=logit_scale, norm_eps=norm_eps, freeze=freeze)
+        model.image_encoder = image_encoder
+        model.spectrum_encoder = spectrum_encoder
+        model.apply_freeze(model.freeze)
+        return model
+
+    # ------------------------------------------------------------ freezing
+    def _side_modules(self, side):
+        enc = self.image_encoder if side == "image" else self.spectrum_encoder
+        if side == "image":
+            return enc, enc.backbone_parameters(), enc.backbone_modules()
+        return enc, list(enc.backbone.parameters()), [enc.backbone]
+
+    def _unused_parameters(self):
+        """Parameters no embedding path uses (kept frozen so DDP sees no unused ones)."""
+        out = []
+        bb = self.image_encoder.backbone
+        for name in ("cls_token", "pos_embed", "mask_token", "register_tokens"):
+            p = getattr(bb, name, None)
+            if isinstance(p, nn.Parameter):
+                out.append(p)
+        out += list(self.spectrum_encoder.backbone.head.parameters())
+        return out
+
+    def apply_freeze(self, freeze):
+        """Set ``requires_grad`` by a freezing policy (see `FREEZE_POLICIES`)."""
+        self.freeze = _resolve_freeze(freeze)
+        self.config["freeze"] = dict(self.freeze)
+        self._frozen_modules = []
+        for side in ("image", "spectrum"):
+            enc, backbone_params, backbone_modules = self._side_modules(side)
+            level = self.freeze[side]
+            for p in enc.parameters():
+                p.requires_grad_(level != "all")
+            if level in ("backbone", "all"):
+                for p in backbone_params:
+                    p.requires_grad_(False)
+                self._frozen_modules += backbone_modules
+            if level == "all":
+                self._frozen_modules.append(enc)
+        for p in self._unused_parameters():
+            p.requires_grad_(False)
+        self.train(self.training)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        for m in getattr(self, "_frozen_modules", []):
+            m.eval()
+        return self
+
+    def trainable_parameters(self):
+        """The parameters the optimizer updates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _backbone_grad(self, side):
+        return torch.is_grad_enabled() and self.freeze[side] == "none"
+
+    # ------------------------------------------------------------ encoding
+    def encode_image(self, images):
+        """Raw cutouts ``(B, 3, H, W)`` (g, r, z nanomaggies) -> embeddings ``(B, d)``."""
+        enc = self.image_encoder
+        x = enc.preprocess(images)
+        with contextlib.nullcontext() if self._backbone_grad("image") else torch.no_grad():
+            feats = enc.features(x)
+        return enc.head(feats)
+
+    def encode_spectrum(self, spectra):
+        """Flux ``(B, 7781)`` on the DESI grid -> embeddings ``(B, d)``."""
+        enc = self.spectrum_encoder
+        if not torch.is_tensor(spectra):
+            spectra = torch.as_tensor(spectra)
+        with contextlib.nullcontext() if self._backbone_grad("spectrum") else torch.no_grad():
+            tokens = enc.backbone(spectra)
+        return enc.pooling(tokens)
+
+    def forward(self, images, spectra):
+        """Both embeddings ``(z_img, z_spec)`` of a batch of pairs."""
+        if len(images) != len(spectra):
+            raise ValueError(f"got {len(images)} images but {len(spectra)} spectra; pass one "
+                             "image and one spectrum per object, in the same order")
+        return self.encode_image(images), self.encode_spectrum(spectra)
+
+    def loss(self, image_embeddings, spectrum_embeddings, *, gather=False):
+        """`clip_loss` with this model's logit scale and normalisation epsilon."""
+        return clip_loss(image_embeddings, spectrum_embeddings, logit_scale=self.logit_scale,
+                         eps=self.norm_eps, gather=gather)
+
+    def num_parameters(self, *, trainable=False):
+        """Number of (trainable) parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
+
+
+# ======================================================= released checkpoints
+
+
+def _vit_config(state, *, num_heads=None):
+    """VisionTransformer kwargs from DINOv2-layout tensor shapes."""
+    if "patch_embed.proj.weight" not in state:
+        raise ValueError("missing key 'patch_embed.proj.weight': not a DINOv2 ViT state dict")
+    d, c, p, _ = state["patch_embed.proj.weight"].shape
+    n = state["pos_embed"].shape[1] - 1
+    side = int(round(math.sqrt(n)))
+    block_keys = [k.split(".") for k in state if k.startswith("blocks.")]
+    chunked = any(len(parts) > 2 and parts[2].isdigit() for parts in block_keys)
+    if chunked:
+        idx = {int(parts[2]) for parts in block_keys}
+        chunks = len({int(parts[1]) for parts in block_keys})
+    else:
+        idx = {int(parts[1]) for parts in block_keys}
+        chunks = 0
+    first = "blocks.0.0." if chunked else "blocks.0."
+    if num_heads is None:
+        if d % 64:
+            raise ValueError(f"cannot infer the number of heads of a {d}-wide ViT; pass num_heads=")
+        num_heads = d // 64
+    return dict(img_size=side * p, patch_size=int(p), in_chans=int(c), embed_dim=int(d),
+                depth=len(idx), num_heads=int(num_heads),
+                mlp_ratio=state[first + "mlp.fc1.weight"].shape[0] / d,
+                layerscale_init=1e-5 if first + "ls1.gamma" in state else None,
+                block_chunks=chunks,
+                num_register_tokens=int(state["register_tokens"].shape[1])
+                if "register_tokens" in state else 0)
+
+
+def _strip(state, prefix):
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=None,
+                       pooling_heads=4):
+    """Map the image side of a released ``astroclip.ckpt`` onto `ImageEncoder`.
+
+    ``<prefix>backbone.*`` (DINOv2 names) -> ``backbone.*``;
+    ``<prefix>cross_attention.*`` -> ``cross_attention.*``; ``<prefix>mlp.*`` ->
+    ``cross_attention.mlp.*``.  The ViT's number of heads is ``embed_dim / 64``
+    unless given (16 for the released ViT-L).
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    sub = _strip(state, prefix)
+    if not sub:
+        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
+    out, unknown = {}, []
+    for key, value in sub.items():
+        if key.startswith(("backbone.", "cross_attention.")):
+            out[key] = value
+        elif key.startswith("mlp."):
+            out["cross_attention." + key] = value
+        else:
+            unknown.append(prefix + key)
+    if unknown:
+        raise ValueError(f"unexpected keys in the image side: {sorted(unknown)[:8]}")
+    backbone = _vit_config(_strip(out, "backbone."), num_heads=num_heads)
+    # DINOv2 training heads are not part of the backbone
+    out = {k: v for k, v in out.items()
+           if not k.startswith(("backbone.head.", "backbone.dino_head.", "backbone.ibot_head."))}
+    if "cross_attention.query" not in out:
+        raise ValueError(f"missing key {prefix}cross_attention.query")
+    d = int(out["cross_attention.query"].shape[-1])
+    cfg = get_preset("image", "released")
+    cfg.update(backbone="vit", backbone_kwargs=backbone, embed_dim=d,
+               crop_size=backbone["img_size"], head_heads=int(pooling_heads), dropout=0.0)
+    with torch.device("meta"):
+        model = ImageEncoder(**cfg)
+    _weights.check_state_dict(model, out, source="image side of the astroclip checkpoint")
+    return "ImageEncoder", dict(model.config), out
+
+
+def convert_astrodino(state, hparams, *, num_heads=None, embed_dim=1024, pooling_heads=4):
+    """Map a released ``astrodino.ckpt`` (DINOv2 ViT) onto an `ImageEncoder` backbone.
+
+    The backbone tensors are found under the usual wrappers (``teacher``,
+    ``backbone.``, ...); the embedding head is freshly initialised (it is trained
+    by the alignment).
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    from .image import extract_backbone_state_dict
+
+    for prefix in ("teacher.backbone.", "student.backbone."):
+        if any(k.startswith(prefix) for k in state):
+            state = _strip(state, prefix)
+            break
+    sd = extract_backbone_state_dict(dict(state))
+    sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "dino_head.", "ibot_head."))}
+    backbone = _vit_config(sd, num_heads=num_heads)
+    cfg = get_preset("image", "released")
+    cfg.update(backbone="vit", backbone_kwargs=backbone, embed_dim=int(embed_dim),
+               crop_size=backbone["img_size"], head_heads=int(pooling_heads))
+    model = ImageEncoder(**cfg)
+    full = {f"backbone.{k}": v for k, v in sd.items()}
+    full.update({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})
+    _weights.check_state_dict(model, full, source="astrodino checkpoint")
+    return "ImageEncoder", dict(model.config), full
+
+
+def convert_astroclip(state, hparams, *, num_heads=None, pooling_heads=4, logit_scale=None):
+    """Map a whole released ``astroclip.ckpt`` onto `AstroCLIP`.
+
+    Both sides are converted (`convert_image_side`,
+    `astroclip.models.weights.convert_spectrum_side`); a stored ``logit_scale``
+    tensor or hyper-parameter is read into the fixed logit scale when present.
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
+                                         num_heads=num_heads)
+    _, scfg, sstate = _weights.convert_spectrum_side(state, hparams, pooling_heads=pooling_heads)
+    known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
+    unknown = [k for k in state if not k.startswith(known)]
+    if unknown:
+        raise ValueError(f"unexpected keys in the astroclip checkpoint: {sorted(unknown)[:8]}")
+    if logit_scale is None:
+        logit_scale = float(hparams.get("logit_scale", LOGIT_SCALE))
+    cfg = dict(image=icfg, spectrum=scfg, logit_scale=float(logit_scale), norm_eps=NORM_EPS,
+               freeze="paper")
+    full = {f"image_encoder.{k}": v for k, v in istate.items()}
+    full.update({f"spectrum_encoder.{k}": v for k, v in sstate.items()})
+    with torch.device("meta"):
+        model = AstroCLIP(**cfg)
+    _weights.check_state_dict(model, full, source="astroclip checkpoint")
+    return "AstroCLIP", dict(model.config), full
+
+
+_weights.register_model_class("AstroCLIP", "astroclip.models.clip:AstroCLIP", family="clip")
+_weights.register_released_part(
+    "astroclip-image", convert_image_side,
+    description="astroclip.ckpt, image side: DINOv2 ViT + cross-attention head")
+_weights.register_released_part(
+    "astrodino", convert_astrodino,
+    description="astrodino.ckpt: the DINOv2 ViT image backbone (new embedding head)")
+_weights.register_released_part(
+    "astroclip", convert_astroclip,
+    description="astroclip.ckpt: the whole aligned model (image and spectrum sides)")
