@@ -25,10 +25,48 @@ SPECTRUM_PRESETS = {
 }
 
 # ---------------------------------------------------------------- image encoders
-IMAGE_PRESETS = {}
+# ImageEncoder keyword arguments (method.md section 3).  "paper": the MoCo v2
+# ResNet-50 of Stein et al. (2021) on 96 x 96 g, r, z fluxes, its projection MLP
+# 2048 -> 2048 -> 128 being the dense layers trained in the alignment (28 M
+# parameters, 4.5 M in the head).  "released": the AstroDINO ViT-L/12 on 144 x 144
+# colour-mapped RGB with a cross-attention head of width 1024.  "resnet-small" and
+# "vit-small" keep the same paths at sizes that train on a CPU.
+IMAGE_PRESETS = {
+    "paper": dict(backbone="resnet", embed_dim=128, crop_size=96, input_mapping="flux",
+                  backbone_kwargs=dict(layers=(3, 4, 6, 3), width=64, mlp_hidden=2048)),
+    "released": dict(backbone="vit", embed_dim=1024, crop_size=144, input_mapping="color_map",
+                     head_heads=4, dropout=0.1,
+                     backbone_kwargs=dict(img_size=144, patch_size=12, embed_dim=1024, depth=24,
+                                          num_heads=16, mlp_ratio=4.0, layerscale_init=1e-5,
+                                          block_chunks=4)),
+    "resnet-small": dict(backbone="resnet", embed_dim=128, crop_size=96, input_mapping="flux",
+                         backbone_kwargs=dict(layers=(1, 1, 1, 1), width=16, mlp_hidden=256)),
+    "vit-small": dict(backbone="vit", embed_dim=128, crop_size=144, input_mapping="color_map",
+                      head_heads=4, dropout=0.0,
+                      backbone_kwargs=dict(img_size=144, patch_size=12, embed_dim=96, depth=2,
+                                           num_heads=4, mlp_ratio=4.0, layerscale_init=1e-5,
+                                           block_chunks=0)),
+}
 
 # ---------------------------------------------------------------- aligned model
-CLIP_PRESETS = {}
+# AstroCLIP keyword arguments (method.md section 4): image preset, spectrum
+# backbone preset + pooling head (4 heads, learned query, residual MLP), the
+# fixed logit scale and the freezing policy.  "paper": d = 128 (the pooling head
+# has ~362 k parameters); "released": d = 1024.
+CLIP_PRESETS = {
+    "paper": dict(image="paper", spectrum=dict(backbone="paper", pooling=dict(
+        embed_dim=128, num_heads=4, dropout=0.0, residual=True)), logit_scale=15.5,
+        freeze="paper"),
+    "released": dict(image="released", spectrum=dict(backbone="released", pooling=dict(
+        embed_dim=1024, num_heads=4, dropout=0.1, residual=True)), logit_scale=15.5,
+        freeze="paper"),
+    "small": dict(image="resnet-small", spectrum=dict(backbone="small", pooling=dict(
+        embed_dim=128, num_heads=4, dropout=0.0, residual=True)), logit_scale=15.5,
+        freeze="paper"),
+    "small-vit": dict(image="vit-small", spectrum=dict(backbone="small", pooling=dict(
+        embed_dim=128, num_heads=4, dropout=0.0, residual=True)), logit_scale=15.5,
+        freeze="paper"),
+}
 
 _FAMILIES = {"spectrum": SPECTRUM_PRESETS, "image": IMAGE_PRESETS, "clip": CLIP_PRESETS}
 
