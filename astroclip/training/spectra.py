@@ -192,7 +192,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
                      gradient_clip_val=1.0, checkpoint_every=None, val_every=None,
                      limit_val_batches=None, seed=0, num_workers=0, device=None,
                      accelerator="auto", devices="auto", num_nodes=1, strategy="auto",
-                     precision=None, progress=None, resume=True, overwrite=False):
+                     precision=None, progress=None, resume=True, overwrite=False, callbacks=()):
     """Pretrain a spectrum transformer by masked-segment filling.
 
     Parameters
@@ -247,6 +247,8 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
         Continue from ``out/last.ckpt`` when it exists.
     overwrite : bool, optional
         Start over in a folder that already holds a run.
+    callbacks : sequence of `lightning.pytorch.Callback`, optional
+        Extra Lightning callbacks (monitoring, early stopping...).
 
     Returns
     -------
@@ -310,7 +312,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
         checkpoint_every=checkpoint_every,
         val_every=val_every * accumulate_grad_batches if val_set is not None else None,
         limit_val_batches=limit_val_batches, progress=progress, seed=seed,
-        log_every_n_steps=max(1, min(50, max_steps // 10)))
+        log_every_n_steps=max(1, min(50, max_steps // 10)), callbacks=callbacks)
     module = SpectrumPretraining(config, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                                  warmup_steps=warmup_steps, max_steps=max_steps,
                                  min_lr_ratio=min_lr_ratio, seed=seed)
