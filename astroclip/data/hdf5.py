@@ -182,9 +182,15 @@ class PairedDatasetWriter:
         Rows per HDF5 chunk of the spectrum and image datasets.  Small chunks make
         random access (shuffled training) cheap; 16 keeps an image chunk at 4.4 MB.
     compression : {"lzf", "gzip", None}, optional
-        HDF5 compression filter ("lzf": fast, the default).
+        HDF5 compression filter of the spectra and catalogue columns ("lzf": fast,
+        the default; inverse variances shrink about 50-fold).
     compression_opts : int, optional
         gzip level (1-9) when ``compression="gzip"``.
+    image_compression : {None, "lzf", "gzip"}, optional
+        Compression filter of the images, off by default: sky-noise-dominated float32
+        cutouts do not compress (lzf: 0 %, gzip-1 with shuffle: 7-14 %) while it slows
+        writing about tenfold and random reads several-fold
+        (``benchmarks/bench_hdf5_write.py``).
     attrs : dict, optional
         Extra root attributes (provenance, e.g. ``{"source": "DESI EDR"}``).
 
@@ -210,7 +216,8 @@ class PairedDatasetWriter:
     """
 
     def __init__(self, path, *, overwrite=False, label_names=(), image_size=grid.IMAGE_SIZE,
-                 chunk_rows=16, compression="lzf", compression_opts=None, attrs=None):
+                 chunk_rows=16, compression="lzf", compression_opts=None,
+                 image_compression=None, attrs=None):
         self.path = Path(path)
         self.overwrite = bool(overwrite)
         if isinstance(label_names, str):
@@ -226,9 +233,12 @@ class PairedDatasetWriter:
         self.chunk_rows = int(chunk_rows)
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        if compression not in ("lzf", "gzip", None):
-            raise ValueError(f"compression must be 'lzf', 'gzip' or None, got {compression!r}")
+        for name, value in (("compression", compression),
+                            ("image_compression", image_compression)):
+            if value not in ("lzf", "gzip", None):
+                raise ValueError(f"{name} must be 'lzf', 'gzip' or None, got {value!r}")
         self.compression = compression
+        self.image_compression = image_compression
         self.compression_opts = compression_opts
         self.attrs = dict(attrs or {})
         self.n_rows = 0
@@ -277,12 +287,12 @@ class PairedDatasetWriter:
         f.attrs["wavelength_step"] = grid.WAVE_STEP
         for key, value in self.attrs.items():
             f.attrs[key] = value
-        opts = dict(compression=self.compression)
-        if self.compression == "gzip" and self.compression_opts is not None:
-            opts["compression_opts"] = int(self.compression_opts)
         c = self.chunk_rows
 
-        def make(name, shape, dtype, chunk):
+        def make(name, shape, dtype, chunk, compression=self.compression):
+            opts = dict(compression=compression)
+            if compression == "gzip" and self.compression_opts is not None:
+                opts["compression_opts"] = int(self.compression_opts)
             return f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape,
                                     dtype=dtype, chunks=(chunk,) + shape, **opts)
 
@@ -293,7 +303,8 @@ class PairedDatasetWriter:
             grid.FLUX_UNIT.to_string()
         make("spectrum/ivar", (grid.N_PIXELS,), np.float32, c).attrs["unit"] = \
             grid.IVAR_UNIT.to_string()
-        make("image", (3, s, s), np.float32, c).attrs["unit"] = "nanomaggy"
+        make("image", (3, s, s), np.float32, c,
+             compression=self.image_compression).attrs["unit"] = "nanomaggy"
         split = make("split", (), np.int8, _ROW_CHUNK_1D)
         split.attrs["split_names"] = ",".join(SPLIT_NAMES)
         f.create_group("labels")
