@@ -220,7 +220,6 @@ class SpectrumEncoder(nn.Module):
                              layernorm_eps=layernorm_eps) for _ in range(num_layers))
         self.final_layernorm = nn.LayerNorm(embed_dim, eps=layernorm_eps)
         self.head = nn.Linear(embed_dim, self.token_features)
-        self.register_buffer("positions", torch.arange(self.n_tokens), persistent=False)
         self.reset_parameters()
 
     # ----------------------------------------------------------- set-up
@@ -335,8 +334,7 @@ class SpectrumEncoder(nn.Module):
         if n > self.position_embed.num_embeddings:
             raise ValueError(f"{n} tokens exceed the position table "
                              f"({self.position_embed.num_embeddings})")
-        pos = self.positions[:n] if n <= self.positions.numel() else torch.arange(
-            n, device=tokens.device)
+        pos = torch.arange(n, device=tokens.device)
         x = self.dropout(self.data_embed(tokens) + self.position_embed(pos))
         maps = []
         for block in self.blocks:
@@ -367,7 +365,8 @@ class SpectrumEncoder(nn.Module):
             n_runs=cfg["mask_runs"] if n_runs is None else n_runs,
             run_length=cfg["mask_run_length"] if run_length is None else run_length,
             placement=cfg["mask_placement"] if placement is None else placement,
-            generator=generator, device=self.positions.device if device is None else device)
+            generator=generator,
+            device=self.data_embed.weight.device if device is None else device)
 
     @staticmethod
     def mask_tokens(tokens, mask):

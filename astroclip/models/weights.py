@@ -181,11 +181,30 @@ def read_model_config(path):
     return doc
 
 
-def _build(name, config):
+def _build(name, config, *, device=None):
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model class {name!r}; known: {sorted(MODEL_CLASSES)}")
     cls = _resolve(MODEL_CLASSES[name][1])
-    return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    if device is None:
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    with torch.device(device):
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+
+
+def _build_loaded(name, config, state, *, source):
+    """Build a module and fill it with ``state`` (strictly checked).
+
+    The module is first built on the meta device (no wasted initialisation)
+    and the tensors are assigned; if it has tensors outside its state dict
+    (non-persistent buffers), it is built normally instead.
+    """
+    model = _build(name, config, device="meta")
+    check_state_dict(model, state, source=source)
+    model.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        model = _build(name, config)
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def load_model(path, *, device="cpu", eval=True):
@@ -208,10 +227,8 @@ def load_model(path, *, device="cpu", eval=True):
 
     doc = read_model_config(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    model = _build(doc["class"], doc["config"])
     state = load_file(folder / WEIGHTS_FILE, device="cpu")
-    check_state_dict(model, state, source=str(folder / WEIGHTS_FILE))
-    model.load_state_dict(state, strict=True)
+    model = _build_loaded(doc["class"], doc["config"], state, source=str(folder / WEIGHTS_FILE))
     model.to(device)
     return model.eval() if eval else model
 
@@ -477,9 +494,7 @@ def convert_released_checkpoint(path, *, out, part="specformer", overwrite=False
         converter = _resolve(converter)
     state, hparams = read_released_checkpoint(path)
     name, config, new_state = converter(state, hparams, **options)
-    model = _build(name, config)
-    check_state_dict(model, new_state, source=str(path))
-    model.load_state_dict(new_state, strict=True)
+    model = _build_loaded(name, config, new_state, source=str(path))
     return save_model(model, out, overwrite=overwrite,
                       metadata={"converted_from": Path(path).name, "part": part,
                                 "source_hyper_parameters": _jsonable(hparams)})
