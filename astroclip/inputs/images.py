@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import astropy.units as u
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import NDData, Cutout2D
 from astropy.table import Table
@@ -441,6 +442,7 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
     """Normalise every accepted input into a list of _Item."""
     if isinstance(images, PreparedImages):
         images = u.Quantity(images.images, u.nanomaggy)
+        bands = grid.BANDS if bands is None else bands
     if _is_path(images):
         data, header = read_image_file(images, hdu=hdu)
         return [_from_header_data(data, header, bands, unit, wcs, str(images), pixel_scale)]
@@ -461,8 +463,9 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
         if all(_is_single_band(obj) for obj in images):
             return [_from_band_list(images, bands, unit, "list of single-band images",
                                     pixel_scale)]
-        if all(isinstance(obj, (np.ndarray, u.Quantity, float, int)) for obj in images):
-            images = np.asarray(images) if not isinstance(images[0], u.Quantity) else \
+        if all(isinstance(obj, (np.ndarray, u.Quantity)) for obj in images) and \
+                len({np.shape(obj) for obj in images}) == 1:
+            images = np.stack(images) if not isinstance(images[0], u.Quantity) else \
                 u.Quantity(images)
         else:
             out = []
@@ -641,6 +644,12 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
         raise ValueError("scale_tolerance must be >= 0 and max_scale_ratio >= 1")
     items = _items(images, bands, unit, wcs, pixel_scale, hdu)
     if center is not None:
+        if not isinstance(center, SkyCoord):
+            try:
+                center = SkyCoord(center)
+            except Exception:
+                raise TypeError("center must be an astropy SkyCoord (one, or one per "
+                                "image)") from None
         centers = center if not center.isscalar else [center] * len(items)
         if len(centers) != len(items):
             raise ValueError(f"{len(centers)} centres for {len(items)} images; give one "

@@ -57,6 +57,12 @@ def test_array_band_selection_and_crop(rng):
     np.testing.assert_allclose(out2.images[0], cube[0, [0, 1, 3], 32:128, 32:128], rtol=1e-6)
     assert prepare_images(cube[0, :, :150, :151], bands="griz", unit="nanomaggy",
                           size=None).images.shape == (1, 3, 150, 151)
+    # prepared images go through unchanged; different sizes need size=
+    np.testing.assert_array_equal(prepare_images(out, size=96).images,
+                                  out.images[:, :, 28:124, 28:124])
+    with pytest.raises(ValueError, match="different sizes"):
+        prepare_images([cube[0], cube[1, :, :155, :155]], bands="griz", unit="nanomaggy",
+                       size=None)
 
 
 @pytest.mark.parametrize("unit, factor", [
@@ -182,6 +188,10 @@ def test_skycoord_centres_cutout():
     assert edge.meta["n_filled_g"][0] > 0 and np.isfinite(edge.images).all()
     with pytest.raises(ValueError, match="not on the image"):
         prepare_images(nd, center=SkyCoord(10 * u.deg, -40 * u.deg), size=64)
+    with pytest.raises(ValueError, match="2 centres for 1 images"):
+        prepare_images(nd, center=SkyCoord([position, position]), size=64)
+    with pytest.raises(TypeError, match="center must be an astropy SkyCoord"):
+        prepare_images(nd, center=(150.0, 2.0), size=64)
     with pytest.raises(ValueError, match="needs a WCS"):
         prepare_images(data, bands="grz", unit="nanomaggy", center=position, size=64)
 
