@@ -72,6 +72,7 @@ def load_model(model=None, *, device="auto", download=True):
         return model.to(dev).eval()
     name = conf.default_model if model is None else model
     path = resolve_model_path(name, download=download)
+    import astroclip.models.clip  # noqa: F401  (registers the aligned model's class)
     key = (str(path.resolve()), os.stat(path / WEIGHTS_FILE).st_mtime_ns, str(dev))
     if key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
@@ -337,7 +338,26 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
 # ----------------------------------------------------------------------------- catalogues
 _FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".fits": "fits", ".fit": "fits",
             ".parquet": "parquet"}
+_FITS_KEYS = {"model": "MODEL", "path": "MODELDIR", "astroclip_version": "ACLIPVER",
+              "weights_sha256": "WTSHA256", "modality": "MODALITY"}
 _MODALITIES = {"spectrum": ("spectrum",), "image": ("image",), "both": ("spectrum", "image")}
+
+
+def _split_kwargs(prepare_kwargs):
+    """Share the input-layer options between `prepare_spectra` and `prepare_images`."""
+    import inspect
+
+    from .inputs.images import prepare_images
+    from .inputs.spectra import prepare_spectra
+
+    spec = set(inspect.signature(prepare_spectra).parameters)
+    imag = set(inspect.signature(prepare_images).parameters)
+    unknown = set(prepare_kwargs) - spec - imag
+    if unknown:
+        raise TypeError(f"unknown input options {sorted(unknown)}; see prepare_spectra and "
+                        "prepare_images for the accepted ones")
+    return ({k: v for k, v in prepare_kwargs.items() if k in spec},
+            {k: v for k, v in prepare_kwargs.items() if k in imag})
 
 
 class _Chunks:
@@ -383,14 +403,15 @@ class _Chunks:
                 raise ValueError(f"modality {sorted(missing)} requested but the input holds "
                                  f"only {sorted(data)}")
             self.prepared = {}
+            spec_kwargs, image_kwargs = _split_kwargs(prepare_kwargs)
             if "spectrum" in modalities:
                 sp = data["spectrum"]
                 self.prepared["spectrum"] = (sp if isinstance(sp, PreparedSpectra)
-                                             else _spectra_input(sp, dict(prepare_kwargs)))
+                                             else _spectra_input(sp, spec_kwargs))
             if "image" in modalities:
                 im = data["image"]
                 self.prepared["image"] = (im if isinstance(im, PreparedImages)
-                                          else _images_input(im, dict(prepare_kwargs)))
+                                          else _images_input(im, image_kwargs))
             lengths = {len(v) for v in self.prepared.values()}
             if len(lengths) != 1:
                 raise ValueError(f"spectra and images differ in length: "
@@ -469,6 +490,8 @@ def _write_output(parts, out, fmt, modalities, info, n_chunks):
             with np.load(parts / f"chunk_{i:07d}.npz") as z:
                 embs.append(z[modality])
         table[f"{modality}_embedding"] = np.concatenate(embs)
+    if fmt == "fits":
+        info = {_FITS_KEYS.get(k, k.upper()[:8]): v for k, v in info.items()}
     table.meta.update({k: str(v) for k, v in info.items()})
     with atomic_path(out) as tmp:
         table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
