@@ -101,8 +101,8 @@ def main():
         path = os.path.join(tmp, "pairs.h5")
         rss0 = peak_rss_mb()
         wall, write_time, size = write(path, args.rows, args.chunk)
-        print(f"Default writer (lzf spectra, raw images, chunk_rows=16), {args.rows} pairs appended "
-              f"{args.chunk} at a time")
+        print(f"Default writer (lzf spectra, raw images, chunk_rows=16), {args.rows} pairs "
+              f"appended {args.chunk} at a time")
         print(f"{'wall s':>8} {'write s':>8} {'rows/s':>8} {'file GB':>8} {'raw GB':>7} "
               f"{'peak RSS MB':>11}")
         print(f"{wall:8.1f} {write_time:8.1f} {args.rows / wall:8.0f} {size / 1e9:8.2f} "

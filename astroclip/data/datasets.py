@@ -32,7 +32,7 @@ from ..inputs import grid
 from . import hdf5 as _h5
 
 __all__ = ["PairedDataset", "MultimodalUniverseDataset", "detect_layout",
-           "PAPER_TRAIN_FRACTION"]
+           "convert_to_paired", "PAPER_TRAIN_FRACTION"]
 
 #: Fraction of each group of the paper's file (and of a Multimodal Universe pairing)
 #: that forms the reference training split; the remaining rows are the test split.
@@ -580,3 +580,72 @@ class MultimodalUniverseDataset(PairedDataset):
     def __init__(self, spectra_path, images_path, **kwargs):
         kwargs.setdefault("layout", "mmu")
         super().__init__((spectra_path, images_path), **kwargs)
+
+
+def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_workers=0,
+                      chunk_rows=16, progress=None):
+    """Write any paired source (paper file, Multimodal Universe pair) as an astroclip file.
+
+    Parameters
+    ----------
+    source : `PairedDataset`, path, or (spectra_path, images_path)
+        What to convert; paths are opened with ``PairedDataset(source)`` (all rows,
+        the reference split kept in the ``split`` column).
+    path : str or path-like
+        The astroclip paired file to write (atomically: nothing is left under
+        ``path`` if the conversion stops).
+    overwrite : bool, optional
+        Replace an existing ``path``.
+    batch_size, num_workers : int, optional
+        Rows read per step and `~torch.utils.data.DataLoader` worker processes.
+    chunk_rows : int, optional
+        HDF5 chunk rows of the output (`~astroclip.data.hdf5.PairedDatasetWriter`).
+    progress : bool, optional
+        Show a progress bar (default: ``astroclip.conf.progress``).
+
+    Returns
+    -------
+    int
+        Number of rows written.
+
+    Notes
+    -----
+    Rows keep the source's conventions (e.g. unit ivar for the paper's file);
+    positions unknown to the source (the paper's file has none) are stored as NaN.
+    A stopped conversion is not resumed: run it again.
+
+    Examples
+    --------
+    >>> from astroclip.data.datasets import convert_to_paired
+    >>> convert_to_paired("astroclip_desi.1.1.5.h5", "paper.h5")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+    from .._config import conf
+
+    dataset = source if isinstance(source, PairedDataset) else PairedDataset(source)
+    if len(dataset) == 0:
+        raise ValueError("the source has no rows to convert")
+    if progress is None:
+        progress = bool(conf.progress)
+    table = dataset.table
+    size = int(dataset[0]["image"].shape[-1])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
+                                         num_workers=int(num_workers))
+    start = 0
+    with _h5.PairedDatasetWriter(path, overwrite=overwrite, label_names=dataset.label_names,
+                                 image_size=size, chunk_rows=chunk_rows,
+                                 attrs={"source_layout": dataset.layout}) as writer:
+        for batch in tqdm(loader, disable=not progress, desc="convert", unit="batch"):
+            n = len(batch["targetid"])
+            rows = table[start:start + n]
+            nan = np.full(n, np.nan)
+            writer.append(
+                targetid=batch["targetid"].numpy(),
+                ra=np.asarray(rows["ra"]) if "ra" in rows.colnames else nan,
+                dec=np.asarray(rows["dec"]) if "dec" in rows.colnames else nan,
+                flux=batch["spectrum"].numpy(), ivar=batch["spectrum_ivar"].numpy(),
+                image=batch["image"].numpy(), split=np.asarray(rows["split"]),
+                labels={name: np.asarray(rows[name], dtype=np.float64)
+                        for name in dataset.label_names})
+            start += n
+    return start

@@ -8,7 +8,7 @@ catalogue labels and a train/val/test split.  Layout (``format_version`` 1)::
     /                      attrs: format="astroclip-paired", format_version=1,
                                   bands="g,r,z", flux_unit, image_unit
     /targetid              int64   (N,)
-    /ra, /dec              float64 (N,)    degrees (ICRS)
+    /ra, /dec              float64 (N,)    degrees (ICRS); NaN = unknown
     /spectrum/flux         float32 (N, 7781)  1e-17 erg/s/cm2/A
     /spectrum/ivar         float32 (N, 7781)  (1e-17 erg/s/cm2/A)^-2, 0 = no information
     /image                 float32 (N, 3, S, S)  nanomaggies, S = 152 by default
@@ -395,7 +395,8 @@ class PairedDatasetWriter:
         targetid : array-like of int, shape (n,)
             Identifiers (DESI TARGETID), stored as int64.
         ra, dec : array-like or `~astropy.units.Quantity`, shape (n,)
-            Sky position; plain numbers are degrees.
+            Sky position; plain numbers are degrees; NaN marks an unknown position
+            (e.g. rows converted from the paper's file, which has none).
         flux, ivar : array-like or `~astropy.units.Quantity`, shape (n, 7781)
             Spectra on the DESI grid, as returned by `astroclip.prepare_spectra`;
             plain arrays are taken to be in 1e-17 erg/s/cm2/A (and its inverse
@@ -438,9 +439,12 @@ class PairedDatasetWriter:
             arr = _as_array(value, name, u.deg).astype(np.float64).reshape(-1)
             if arr.shape != (n,):
                 raise ValueError(f"{name} has {arr.size} values for {n} targetids")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name} has non-finite values; every row needs a sky position")
+            if np.any(np.isinf(arr)):
+                raise ValueError(f"{name} has infinite values; give positions in degrees "
+                                 "(NaN marks an unknown position)")
             coords[name] = arr
+        if np.any(np.isnan(coords["ra"]) != np.isnan(coords["dec"])):
+            raise ValueError("ra and dec must be both known or both NaN (unknown) in each row")
         if np.any(np.abs(coords["dec"]) > 90):
             raise ValueError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
                              "swapped and are in degrees")

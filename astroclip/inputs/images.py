@@ -164,9 +164,8 @@ def _to_nanomaggies(data, unit, pixel_area, source):
         raise u.UnitsError(f"{source}: the images have no unit; pass unit= (Legacy Survey "
                            "cutouts are in nanomaggies: unit='nanomaggy'), or give a Quantity / "
                            "NDData with a unit / a FITS header with BUNIT")
-    if isinstance(unit, u.MagUnit) or (isinstance(unit, u.FunctionUnitBase) and
-                                      unit.physical_unit == u.AB):
-        if unit.physical_unit != u.AB:
+    if isinstance(unit, u.FunctionUnitBase):
+        if not isinstance(unit, u.MagUnit) or unit.physical_unit != u.AB:
             raise u.UnitConversionError(f"{source}: magnitudes in {unit} are not AB; convert "
                                         "them to AB magnitudes or nanomaggies first")
         # exact definition of the maggy: m_AB = 22.5 - 2.5 log10(flux / nanomaggy)

@@ -7,7 +7,8 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astroclip.inputs import grid
 from astroclip.data.hdf5 import PairedDatasetWriter
 from astroclip.data.datasets import (PAPER_TRAIN_FRACTION, MultimodalUniverseDataset,
-                                     PairedDataset)
+                                     PairedDataset, convert_to_paired)
+from astroclip.data.hdf5 import read_paired_dataset
 
 S = 16
 
@@ -26,9 +27,8 @@ def paired_file(tmp_path, rng):
     with PairedDatasetWriter(path, label_names=("Z", "LOG_MSTAR"), image_size=S,
                              chunk_rows=4) as writer:
         for sl in (slice(0, 5), slice(5, 12)):
-            writer.append(**{k: (v[sl] if k != "labels" else {kk: vv[sl] for kk, vv in
-                                                                 v.items()})
-                             for k, v in data.items()})
+            chunk = {k: v[sl] for k, v in data.items() if k != "labels"}
+            writer.append(**chunk, labels={k: v[sl] for k, v in data["labels"].items()})
     return path, data
 
 
@@ -125,7 +125,19 @@ def test_paper_layout(tmp_path, rng):
     assert np.all(ivar[:3] == 0) and np.all(flux[:3] == 0) and np.all(ivar[3:] == 1)
     np.testing.assert_array_equal(flux[3:], spectra[2, 3:])
     assert not torch.isnan(item["spectrum"]).any()
-    for d in (ds, train, test):
+    # conversion to the astroclip format keeps items, split and labels
+    out = tmp_path / "converted.h5"
+    assert convert_to_paired(path, out, batch_size=4, progress=False) == 17
+    conv = PairedDataset(out)
+    assert conv.layout == "astroclip" and len(PairedDataset(out, split="train")) == len(train)
+    for k in (0, 9, 16):
+        a, b = ds[k], conv[k]
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+    table, _ = read_paired_dataset(out, fields=[])
+    assert np.all(np.isnan(table["ra"])) and table.meta["source_layout"] == "paper"
+    for d in (ds, train, test, conv):
         d.close()
     with pytest.raises(ValueError, match="incomplete"):
         with h5py.File(path, "a") as f:
@@ -188,6 +200,12 @@ def test_multimodal_universe_pairs(tmp_path, rng, match):
     with pytest.warns(AstropyUserWarning):
         auto = PairedDataset((spath, ipath), split="test", crop=96)
     assert len(auto) == 1 and auto[0]["image"].shape == (3, 96, 96)
+    out = tmp_path / "mmu_converted.h5"
+    assert convert_to_paired(ds, out, progress=False) == 5
+    table, arrays = read_paired_dataset(out)
+    np.testing.assert_array_equal(table["targetid"], t["ids"][1:])
+    np.testing.assert_allclose(table["ra"], ds.table["ra"])
+    np.testing.assert_array_equal(arrays["image"][0], item["image"].numpy())
 
 
 def test_multimodal_universe_bad_files(tmp_path, rng):

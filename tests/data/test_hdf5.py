@@ -140,6 +140,8 @@ def test_masked_labels_become_nan(tmp_path, rng):
     ("image", np.full((4, 3, S, S), np.inf), "non-finite pixels"),
     ("dec", np.full(4, 95.0), r"dec must lie in \[-90, 90\]"),
     ("ra", np.zeros(3), "ra has 3 values for 4"),
+    ("ra", [np.inf, 0, 0, 0], "ra has infinite values"),
+    ("ra", [np.nan, 0, 0, 0], "both known or both NaN"),
     ("split", ["train", "dev", "test", "val"], "unknown split 'dev'"),
     ("split", [0, 1], "split has 2 values"),
     ("targetid", [1.5, 2, 3, 4], "targetid must be integers"),
