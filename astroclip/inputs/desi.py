@@ -1,0 +1,351 @@
+"""DESI coadd files -> spectra on the DESI grid, and the join with redshift catalogues.
+
+A DESI coadd FITS file (``coadd-*.fits``) holds, for each fibre, the spectra of
+the three spectrograph arms B, R, Z (``{B,R,Z}_WAVELENGTH``, ``_FLUX``,
+``_IVAR``, ``_MASK`` HDUs) and a ``FIBERMAP`` table of identifiers and
+photometry.  `read_desi_coadd` reads them with `astropy.io.fits`, combines the
+arms on the 7781-pixel grid by inverse-variance weighting where they overlap
+(`astroclip.inputs.spectra.prepare_spectra` does the same for the
+`~specutils.SpectrumList` that ``SpectrumList.read(path, format="DESI coadd")``
+returns) and flags sky fibres.  `join_redshifts` adds the redshift-fitter
+columns (``Z``, ``ZWARN``, ``SPECTYPE``) by ``TARGETID``.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import astropy.units as u
+from astropy.io import fits
+from astropy.table import MaskedColumn, Table
+from astropy.utils.exceptions import AstropyUserWarning
+
+from . import grid
+from .spectra import (PreparedSpectra, _Group, _check_options, _make_arm, _prepare_groups)
+
+__all__ = ["read_desi_coadd", "join_redshifts", "DESI_COADD_HDUS"]
+
+#: HDUs a DESI coadd file must have for `read_desi_coadd`.
+DESI_COADD_HDUS = ("FIBERMAP",) + tuple(f"{arm}_{kind}" for arm in grid.DESI_ARMS
+                                        for kind in ("WAVELENGTH", "FLUX", "IVAR", "MASK"))
+
+# The DESI data model's units, used only when a file's header has no BUNIT.
+_DATA_MODEL_UNITS = {"WAVELENGTH": u.AA, "FLUX": grid.FLUX_UNIT}
+
+
+def _header_unit(header, kind, path, hdu_name):
+    bunit = header.get("BUNIT")
+    if bunit is None:
+        return _DATA_MODEL_UNITS[kind]
+    try:
+        return u.Unit(bunit, format="fits")
+    except ValueError:
+        try:
+            return u.Unit(bunit)
+        except ValueError:
+            raise ValueError(f"{path}: HDU {hdu_name} has an unreadable BUNIT {bunit!r}; "
+                             "fix the header (DESI writes '10**-17 erg/(s cm2 Angstrom)' and "
+                             "'Angstrom')") from None
+
+
+def _read_one(path, *, checksum):
+    """Read the arrays of one coadd file, with clear errors for bad files."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"DESI coadd file not found: {path}; check the path")
+    size = os.path.getsize(path)
+    with warnings.catch_warnings():
+        # truncation and checksum problems are warnings in astropy: make them errors
+        warnings.simplefilter("error", AstropyUserWarning)
+        try:
+            with fits.open(path, memmap=False, checksum=checksum) as hdul:
+                names = [h.name for h in hdul]
+                missing = [n for n in DESI_COADD_HDUS if n not in names]
+                if missing:
+                    raise ValueError(
+                        f"{path} ({size} bytes) is not a complete DESI coadd file: HDUs "
+                        f"{', '.join(missing)} are missing (found {', '.join(names)}); the "
+                        "file may be truncated (download it again) or be another kind of "
+                        "file (a DESI coadd has FIBERMAP and B/R/Z _WAVELENGTH, _FLUX, "
+                        "_IVAR, _MASK)")
+                fibermap = Table(hdul["FIBERMAP"].data)
+                arms = {}
+                for arm in grid.DESI_ARMS:
+                    wave_hdu = hdul[f"{arm}_WAVELENGTH"]
+                    flux_hdu = hdul[f"{arm}_FLUX"]
+                    arms[arm] = dict(
+                        wave=np.asarray(wave_hdu.data, dtype=np.float64),
+                        wave_unit=_header_unit(wave_hdu.header, "WAVELENGTH", path,
+                                               wave_hdu.name),
+                        flux=np.asarray(flux_hdu.data),
+                        flux_unit=_header_unit(flux_hdu.header, "FLUX", path, flux_hdu.name),
+                        ivar=np.asarray(hdul[f"{arm}_IVAR"].data),
+                        mask=np.asarray(hdul[f"{arm}_MASK"].data),
+                    )
+        except (OSError, AstropyUserWarning, TypeError) as err:
+            raise OSError(f"cannot read DESI coadd file {path} ({size} bytes): {err}. The "
+                          "file is truncated or corrupt: download it again") from err
+    n_fib = len(fibermap)
+    for arm, d in arms.items():
+        shape = (n_fib, d["wave"].size)
+        for key in ("flux", "ivar", "mask"):
+            if d[key] is None or d[key].shape != shape:
+                got = None if d[key] is None else d[key].shape
+                raise ValueError(f"{path}: {arm}_{key.upper()} has shape {got}, expected "
+                                 f"{shape} (fibres x {arm} pixels); the file is corrupt or "
+                                 "not a DESI coadd")
+    if "TARGETID" not in fibermap.colnames:
+        raise ValueError(f"{path}: FIBERMAP has no TARGETID column; not a DESI coadd file")
+    if "OBJTYPE" not in fibermap.colnames:
+        raise ValueError(f"{path}: FIBERMAP has no OBJTYPE column, so sky fibres cannot be "
+                         "flagged; not a DESI coadd file")
+    return fibermap, arms
+
+
+def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
+                    min_coverage=0.5, on_invalid="flag", checksum=True, progress=None):
+    """Read DESI coadd FITS files onto the DESI grid, arms combined, with the FIBERMAP.
+
+    Parameters
+    ----------
+    paths : str, path-like, or list of them
+        One or many ``coadd-*.fits`` files; their spectra are stacked in order.
+    targetids : array-like of int, optional
+        Keep only the fibres with these ``TARGETID`` (all fibres by default),
+        in file order.
+    missing : {"raise", "ignore"}, optional
+        What to do when some ``targetids`` are in none of the files.
+    columns : list of str, optional
+        FIBERMAP columns to keep (all by default; ``TARGETID`` and ``OBJTYPE``
+        are always kept).
+    min_coverage, on_invalid, progress
+        As in `~astroclip.inputs.spectra.prepare_spectra`; here ``on_invalid``
+        defaults to ``"flag"`` because coadds routinely hold fibres without data
+        (unassigned or broken fibres), which are kept with ``VALID = False``.
+    checksum : bool, optional
+        Verify the FITS checksums (catches corrupt files).
+
+    Returns
+    -------
+    `~astroclip.inputs.spectra.PreparedSpectra`
+        ``flux`` and ``ivar`` float32 ``(N, 7781)``: each arm resampled to the
+        grid (pixels with ``MASK != 0`` or ``IVAR == 0`` carry no weight) and the
+        arms combined by inverse-variance weighting where they overlap.
+        ``meta`` holds the FIBERMAP columns (``TARGETID``, ``TARGET_RA``,
+        ``TARGET_DEC``, ``FLUX_G/R/Z``, ``OBJTYPE``, ...), ``FILENAME`` and
+        ``FILE_ROW``, ``IS_SKY`` (``OBJTYPE == "SKY"``), ``IS_TARGET`` (a science
+        target: ``OBJTYPE == "TGT"`` and ``TARGETID > 0``; sky and unassigned
+        fibres are never targets, hence never galaxies) and the quality columns
+        of `~astroclip.inputs.spectra.prepare_spectra` (``COVERAGE``,
+        ``N_MASKED``, ``VALID``, ``PROBLEM``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist.
+    OSError
+        A file is truncated or corrupt (unreadable, bad checksum).
+    ValueError
+        A file is not a DESI coadd (missing HDUs or columns, inconsistent shapes),
+        or requested ``targetids`` are missing and ``missing="raise"``.
+
+    Examples
+    --------
+    >>> import os, specutils
+    >>> from astroclip.inputs.desi import read_desi_coadd
+    >>> path = os.path.join(os.path.dirname(specutils.__file__), "io", "default_loaders",
+    ...                     "tests", "desi_test_data", "coadd-sv3-dark-26065.fits")
+    >>> spectra = read_desi_coadd(path)  # doctest: +IGNORE_WARNINGS
+    >>> spectra.flux.shape
+    (5, 7781)
+    >>> print(spectra.meta["TARGETID", "OBJTYPE", "IS_SKY", "IS_TARGET", "VALID"])
+         TARGETID      OBJTYPE IS_SKY IS_TARGET VALID
+    ------------------ ------- ------ --------- -----
+              -2713437          False     False False
+              -2713415          False     False False
+     39627866878511337     TGT  False      True  True
+    616088619186127404     SKY   True     False False
+     39627866878514741     TGT  False      True  True
+    """
+    _check_options(min_coverage, on_invalid)
+    if missing not in ("raise", "ignore"):
+        raise ValueError(f"missing must be 'raise' or 'ignore', not {missing!r}")
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no DESI coadd file given (empty list of paths)")
+    wanted = None if targetids is None else np.unique(np.asarray(targetids, dtype=np.int64))
+    found = set()
+    groups = []
+    for path in paths:
+        fibermap, arms = _read_one(path, checksum=checksum)
+        tid = np.asarray(fibermap["TARGETID"], dtype=np.int64)
+        rows = np.arange(len(fibermap)) if wanted is None else np.flatnonzero(
+            np.isin(tid, wanted))
+        if wanted is not None:
+            found.update(tid[rows].tolist())
+        if rows.size == 0:
+            continue
+        name = os.path.basename(os.fspath(path))
+        group_arms = []
+        for arm, d in arms.items():
+            group_arms.append(_make_arm(
+                d["flux"][rows], d["wave"], d["wave_unit"], d["flux_unit"], "ivar",
+                d["ivar"][rows], d["flux_unit"], d["mask"][rows] != 0, f"{name} arm {arm}"))
+        meta = fibermap[rows]
+        if columns is not None:
+            keep = ["TARGETID", "OBJTYPE"] + [c for c in columns
+                                              if c not in ("TARGETID", "OBJTYPE")]
+            absent = [c for c in keep if c not in meta.colnames]
+            if absent:
+                raise ValueError(f"{path}: FIBERMAP has no column(s) {', '.join(absent)}")
+            meta = meta[keep]
+        meta = Table(meta, copy=True)
+        meta.meta.clear()
+        objtype = np.char.strip(np.asarray(meta["OBJTYPE"]).astype(str))
+        meta["FILENAME"] = np.full(len(meta), name)
+        meta["FILE_ROW"] = rows.astype(np.int64)
+        meta["IS_SKY"] = objtype == "SKY"
+        meta["IS_TARGET"] = (objtype == "TGT") & (np.asarray(meta["TARGETID"]) > 0)
+        groups.append(_Group(group_arms, rows.size, meta=meta))
+    if wanted is not None:
+        absent = np.setdiff1d(wanted, np.fromiter(found, dtype=np.int64, count=len(found)))
+        if absent.size and missing == "raise":
+            shown = ", ".join(str(t) for t in absent[:10])
+            raise ValueError(f"{absent.size} of {wanted.size} requested TARGETIDs are in none "
+                             f"of the {len(paths)} file(s) (e.g. {shown}); check the files, "
+                             "or pass missing='ignore' to read those that are there")
+    if not groups:
+        raise ValueError("none of the requested TARGETIDs is in the given file(s)")
+    return _prepare_groups(groups, min_coverage=min_coverage, on_invalid=on_invalid,
+                           meta=None, progress=progress)
+
+
+def _read_redshift_catalog(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"redshift catalogue not found: {path}")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            names = [h.name for h in hdul]
+            for name in ("REDSHIFTS", "ZCATALOG", "ZBEST"):
+                if name in names:
+                    return Table(hdul[name].data)
+            for hdu in hdul:
+                if isinstance(hdu, fits.BinTableHDU):
+                    return Table(hdu.data)
+    except OSError as err:
+        raise OSError(f"cannot read redshift catalogue {path}: {err}; the file is "
+                      "truncated or corrupt") from err
+    raise ValueError(f"{path} has no table HDU (expected REDSHIFTS or ZCATALOG)")
+
+
+def join_redshifts(data, redshift_catalog, *, columns=("Z", "ZWARN", "SPECTYPE"),
+                   key="TARGETID"):
+    """Add redshift-catalogue columns to spectra or a table, matched by TARGETID.
+
+    Every row of ``data`` is kept, in order.  Rows without a match get masked
+    values and ``HAS_REDSHIFT = False``; their number is stored in
+    ``meta["N_UNMATCHED"]`` of the result and reported in a warning.
+
+    Parameters
+    ----------
+    data : `~astroclip.inputs.spectra.PreparedSpectra` or `~astropy.table.Table`
+        Must have a ``TARGETID`` column (e.g. from `read_desi_coadd`).
+    redshift_catalog : `~astropy.table.Table` or path
+        A redrock ``redrock-*.fits`` (``REDSHIFTS`` HDU) or a ``zall``/``zpix``
+        catalogue (``ZCATALOG``), or any table with ``TARGETID`` and ``columns``.
+        When a TARGETID appears more than once, the rows with ``ZCAT_PRIMARY``
+        are used if that column exists; otherwise duplicates are an error.
+    columns : sequence of str, optional
+        Catalogue columns to add.
+    key : str, optional
+        The identifier column of both tables.
+
+    Returns
+    -------
+    same type as ``data``
+        With the ``columns``, ``HAS_REDSHIFT`` and, when ``data`` has
+        ``IS_TARGET``, ``IS_GALAXY`` (a matched science target with
+        ``SPECTYPE == "GALAXY"``; sky fibres are never galaxies).
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astroclip.inputs.desi import join_redshifts
+    >>> fibres = Table({"TARGETID": [10, 11, 12]})
+    >>> zcat = Table({"TARGETID": [12, 10], "Z": [0.3, 0.1], "ZWARN": [0, 4],
+    ...               "SPECTYPE": ["GALAXY", "QSO"]})
+    >>> joined = join_redshifts(fibres, zcat)  # doctest: +IGNORE_WARNINGS
+    >>> print(joined)
+    TARGETID  Z  ZWARN SPECTYPE HAS_REDSHIFT
+    -------- --- ----- -------- ------------
+          10 0.1     4      QSO         True
+          11  --    --       --        False
+          12 0.3     0   GALAXY         True
+    >>> joined.meta["N_UNMATCHED"]
+    1
+    """
+    prepared = data if isinstance(data, PreparedSpectra) else None
+    table = data.meta if prepared is not None else data
+    if not isinstance(table, Table):
+        raise TypeError("data must be a PreparedSpectra or an astropy Table, not "
+                        f"{type(data).__name__}")
+    if isinstance(redshift_catalog, Table):
+        zcat = redshift_catalog
+    else:
+        zcat = _read_redshift_catalog(redshift_catalog)
+    columns = list(columns)
+    if key not in table.colnames:
+        raise KeyError(f"the spectra/table have no {key!r} column (columns: "
+                       f"{', '.join(table.colnames[:20])}); add one (e.g. meta={{'{key}': "
+                       "...}} in prepare_spectra) or pass key=")
+    if key not in zcat.colnames:
+        raise KeyError(f"the redshift catalogue has no {key!r} column (columns: "
+                       f"{', '.join(zcat.colnames[:20])}); pass key= to name its identifier")
+    absent = [c for c in columns if c not in zcat.colnames]
+    if absent:
+        raise KeyError(f"the redshift catalogue has no column(s) {', '.join(absent)} "
+                       f"(columns: {', '.join(zcat.colnames[:20])}); pass columns=")
+    clash = [c for c in columns + ["HAS_REDSHIFT"] if c in table.colnames]
+    if clash:
+        raise ValueError(f"the table already has column(s) {', '.join(clash)}; remove or "
+                         "rename them before joining")
+    cat_ids = np.asarray(zcat[key], dtype=np.int64)
+    if "ZCAT_PRIMARY" in zcat.colnames and np.unique(cat_ids).size != cat_ids.size:
+        primary = np.asarray(zcat["ZCAT_PRIMARY"], dtype=bool)
+        zcat, cat_ids = zcat[primary], cat_ids[primary]
+    uniq, counts = np.unique(cat_ids, return_counts=True)
+    if np.any(counts > 1):
+        dup = uniq[counts > 1]
+        raise ValueError(f"the redshift catalogue has {dup.size} {key}s appearing more than "
+                         f"once (e.g. {', '.join(str(d) for d in dup[:5])}); keep one row per "
+                         f"{key} (e.g. the ZCAT_PRIMARY rows) before joining")
+    order = np.argsort(cat_ids)
+    sorted_ids = cat_ids[order]
+    ids = np.asarray(table[key], dtype=np.int64)
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(sorted_ids.size - 1, 0))
+    matched = (sorted_ids.size > 0) & (sorted_ids[pos] == ids) if sorted_ids.size else \
+        np.zeros(ids.size, bool)
+    source = order[pos] if sorted_ids.size else np.zeros(ids.size, np.intp)
+    result = table.copy(copy_data=True)
+    for name in columns:
+        values = np.asarray(zcat[name])
+        picked = values[source] if values.size else np.zeros(ids.size, values.dtype)
+        result[name] = MaskedColumn(picked, mask=~matched, unit=zcat[name].unit,
+                                    description=getattr(zcat[name], "description", None))
+    result["HAS_REDSHIFT"] = matched
+    if "IS_TARGET" in result.colnames and "SPECTYPE" in columns:
+        spectype = np.char.strip(np.asarray(result["SPECTYPE"].filled("")).astype(str))
+        result["IS_GALAXY"] = (np.asarray(result["IS_TARGET"], dtype=bool) & matched
+                               & (spectype == "GALAXY"))
+    n_unmatched = int((~matched).sum())
+    result.meta["N_UNMATCHED"] = n_unmatched
+    if n_unmatched:
+        warnings.warn(f"{n_unmatched} of {len(result)} rows have no {key} match in the "
+                      f"redshift catalogue; they are kept with masked {', '.join(columns)} "
+                      "and HAS_REDSHIFT = False", AstropyUserWarning, stacklevel=2)
+    if prepared is not None:
+        return PreparedSpectra(prepared.flux, prepared.ivar, result)
+    return result
