@@ -1,0 +1,63 @@
+"""``astroclip search``: nearest neighbours in an embeddings file, in- or cross-modal."""
+
+HELP = "find the nearest neighbours of galaxies in an embeddings file (in- or cross-modal)"
+
+
+def add_arguments(parser):
+    parser.add_argument("--embeddings", required=True,
+                        help="database: an embeddings file written by `astroclip embed`")
+    parser.add_argument("--modality", default=None,
+                        help="modality searched in the database (image or spectrum)")
+    parser.add_argument("--query-ids", nargs="+", type=int, default=None,
+                        help="TARGETIDs of database galaxies to use as queries")
+    parser.add_argument("--queries", default=None,
+                        help="another embeddings file whose rows are the queries")
+    parser.add_argument("--query-modality", default=None,
+                        help="modality of the query embeddings (default: --modality)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours per query")
+    parser.add_argument("--kind", choices=("flat", "ivf"), default="flat")
+    parser.add_argument("--out", default=None, help="write the neighbour table (.ecsv, .fits)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    import numpy as np
+
+    from .._io import atomic_path, check_output_path
+    from ..search import SimilarityIndex
+    from ._common import read_embeddings
+
+    ids, emb, _ = read_embeddings(args.embeddings)
+    modality = args.modality or ("image" if "image" in emb else next(iter(emb)))
+    if modality not in emb:
+        raise ValueError(f"{args.embeddings} holds {sorted(emb)} embeddings, not {modality!r}")
+    query_modality = args.query_modality or modality
+    if args.queries is not None:
+        qids, qemb, _ = read_embeddings(args.queries)
+    elif args.query_ids is not None:
+        qids, qemb = ids, emb
+    else:
+        raise ValueError("give the queries: --query-ids ID [ID ...] or --queries FILE")
+    if query_modality not in qemb:
+        raise ValueError(f"the queries have {sorted(qemb)} embeddings, not {query_modality!r}")
+    rows = np.arange(len(qids))
+    if args.query_ids is not None:
+        lookup = {int(t): i for i, t in enumerate(qids)}
+        missing = [t for t in args.query_ids if t not in lookup]
+        if missing:
+            raise ValueError(f"query ids not found in the embeddings: {missing[:10]}")
+        rows = np.array([lookup[t] for t in args.query_ids])
+    progress = not args.no_progress
+    index = SimilarityIndex(emb[modality], ids=ids, modality=modality, kind=args.kind,
+                            progress=progress)
+    table = index.search(qemb[query_modality][rows], k=args.k, query_modality=query_modality,
+                         modality=modality, query_ids=qids[rows], progress=progress)
+    if args.out:
+        check_output_path(args.out, overwrite=args.overwrite)
+        fmt = "fits" if str(args.out).lower().endswith((".fits", ".fit")) else "ascii.ecsv"
+        with atomic_path(args.out) as tmp:
+            table.write(tmp, format=fmt, overwrite=True)
+        print(f"wrote {args.out}")
+    else:
+        table.pprint(max_lines=-1, max_width=-1)
