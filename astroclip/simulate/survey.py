@@ -1,0 +1,412 @@
+"""The mock DESI x Legacy Survey survey: chunks of galaxies, the HDF5 writer loop, the catalogue.
+
+`generate_chunk` builds galaxies ``start .. stop-1`` of a survey (population,
+model spectra, photometry, fibre spectra with noise, images); every galaxy
+depends only on ``(seed, index)``, so chunks can be made in any order, by any
+number of worker processes, and give the same bytes.  `simulate_survey` writes
+them to the paired training-set format (`astroclip.data.hdf5`);
+`simulate_catalog` gives only the truth table (no pixels, fast).
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..inputs import grid
+
+__all__ = ["SurveyConfig", "generate_chunk", "simulate_catalog", "simulate_survey",
+           "LABEL_NAMES", "TRUTH_UNITS"]
+
+#: Truth columns written as ``labels/<NAME>`` in the HDF5 file, with their units.
+TRUTH_UNITS = {
+    "Z": "", "LOG_MSTAR": "dex(solMass)", "SFR": "solMass / yr", "SSFR": "1 / yr",
+    "LOG_SSFR": "dex(1 / yr)", "Z_MW": "", "LOG_OH": "", "A_HALPHA": "mag",
+    "BULGE_FRAC": "", "BT_R": "", "R_HALF": "arcsec", "R_HALF_KPC": "kpc",
+    "R_E_DISC": "arcsec", "R_E_BULGE": "arcsec", "R_E_DISC_KPC": "kpc", "R_E_BULGE_KPC": "kpc",
+    "AXIS_RATIO": "", "INCLINATION": "deg", "PA": "deg", "SIGMA_GAS": "km / s",
+    "FLUX_G": "nanomaggy", "FLUX_R": "nanomaggy", "FLUX_Z": "nanomaggy",
+    "FIBERFLUX_G": "nanomaggy", "FIBERFLUX_R": "nanomaggy", "FIBERFLUX_Z": "nanomaggy",
+    "HALPHA_FLUX": "1e-17 erg / (cm2 s)", "HBETA_FLUX": "1e-17 erg / (cm2 s)",
+    "OII_FLUX": "1e-17 erg / (cm2 s)", "OIII_5007_FLUX": "1e-17 erg / (cm2 s)",
+    "NII_6584_FLUX": "1e-17 erg / (cm2 s)", "SEEING_FIBRE": "arcsec",
+    "EXPTIME": "s", "PSF_SIGMA_G": "pix", "PSF_SIGMA_R": "pix", "PSF_SIGMA_Z": "pix",
+    "NOISE_SIGMA_G": "nanomaggy", "NOISE_SIGMA_R": "nanomaggy", "NOISE_SIGMA_Z": "nanomaggy",
+    "N_NEIGHBOURS": "", "PARENT_INDEX": "",
+}
+#: Label columns of the HDF5 file (every truth column but TARGETID, RA, DEC, SPLIT).
+LABEL_NAMES = tuple(TRUTH_UNITS)
+# columns that only exist when pixels are made
+_PIXEL_COLUMNS = ("EXPTIME", "PSF_SIGMA_G", "PSF_SIGMA_R", "PSF_SIGMA_Z", "NOISE_SIGMA_G",
+                  "NOISE_SIGMA_R", "NOISE_SIGMA_Z", "N_NEIGHBOURS")
+_MAX_Z = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyConfig:
+    """Options of a mock survey (validated on creation).
+
+    Parameters
+    ----------
+    seed : int
+        Random seed; galaxy ``i`` depends only on ``(seed, i)``.
+    zmin, zmax : float
+        Redshift range (0 <= zmin < zmax <= 1).
+    rmin, rmax : float or None
+        DECam r magnitude limits (AB); ``rmin=None`` for no bright limit.
+    image_size : int
+        Side of the image stamps (pixels, >= 16).
+    neighbours : float
+        Mean number of neighbouring sources per stamp (0 for none).
+    exptime : float
+        Median effective exposure time of the spectra (s; BGS: 180).
+    mask_rate : float
+        Mean number of masked pixel runs per spectrum.
+    split : tuple of 3 floats
+        Fractions of train, validation and test galaxies (sum to 1).
+
+    Examples
+    --------
+    >>> from astroclip.simulate.survey import SurveyConfig
+    >>> SurveyConfig(zmax=0.3, rmax=18.0).zmax
+    0.3
+    >>> SurveyConfig(zmin=0.5, zmax=0.2)
+    Traceback (most recent call last):
+    ...
+    ValueError: impossible redshift limits zmin=0.5 >= zmax=0.2; choose 0 <= zmin < zmax <= 1
+    """
+
+    seed: int = 0
+    zmin: float = 0.0
+    zmax: float = 0.6
+    rmin: float = None
+    rmax: float = 19.5
+    image_size: int = grid.IMAGE_SIZE
+    neighbours: float = 0.5
+    exptime: float = 180.0
+    mask_rate: float = 3.0
+    split: tuple = (0.8, 0.1, 0.1)
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("zmin", "zmax", "rmax", "exptime", "neighbours", "mask_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.zmin < 0 or self.zmax > _MAX_Z or self.zmin >= self.zmax:
+            raise ValueError(f"impossible redshift limits zmin={self.zmin} >= zmax={self.zmax}; "
+                             f"choose 0 <= zmin < zmax <= {_MAX_Z:g}"
+                             if self.zmin >= self.zmax else
+                             f"redshift limits {self.zmin}..{self.zmax} are outside 0..{_MAX_Z:g} "
+                             "(the population and templates cover z <= 1)")
+        if self.rmin is not None:
+            if not isinstance(self.rmin, (int, float, np.number)) or not math.isfinite(self.rmin):
+                raise ValueError(f"rmin must be a finite number or None, got {self.rmin!r}")
+            if self.rmin >= self.rmax:
+                raise ValueError(f"impossible magnitude limits rmin={self.rmin} >= "
+                                 f"rmax={self.rmax}; choose rmin < rmax (or rmin=None)")
+        if not 10.0 <= self.rmax <= 26.0:
+            raise ValueError(f"rmax={self.rmax} is not a plausible r magnitude limit; choose "
+                             "10 <= rmax <= 26 (the BGS limit is 19.5)")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
+                or self.image_size < 16:
+            raise ValueError(f"image_size must be an integer >= 16, got {self.image_size!r}")
+        if self.exptime <= 0:
+            raise ValueError(f"exptime must be positive (seconds), got {self.exptime}")
+        if self.neighbours < 0 or self.mask_rate < 0:
+            raise ValueError("neighbours and mask_rate are mean counts and must be >= 0")
+        split = tuple(float(x) for x in self.split)
+        if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
+            raise ValueError(f"split must be 3 non-negative fractions (train, val, test) "
+                             f"summing to 1, got {self.split!r}")
+        object.__setattr__(self, "split", split)
+
+    @property
+    def limits(self):
+        return {"zmin": float(self.zmin), "zmax": float(self.zmax),
+                "rmin": -np.inf if self.rmin is None else float(self.rmin),
+                "rmax": float(self.rmax)}
+
+    @classmethod
+    def from_options(cls, **options):
+        """Build from keyword options, with a clear error naming unknown ones."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in options if k not in fields]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, fields, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(f"unknown mock-survey option(s) {', '.join(hints)}; valid options "
+                            f"are {fields}")
+        return cls(**options)
+
+
+def generate_chunk(config, start, stop, *, pixels=True):
+    """Galaxies ``start .. stop-1`` of a mock survey.
+
+    Parameters
+    ----------
+    config : SurveyConfig
+    start, stop : int
+        Galaxy indices (TARGETID = index).
+    pixels : bool, optional
+        Make the observed spectra and images (False: truth catalogue only, fast).
+
+    Returns
+    -------
+    arrays : dict
+        ``flux``, ``ivar`` (float32 (n, 7781)), ``image`` (float32 (n, 3, S, S)); empty
+        when ``pixels`` is False.
+    truth : `~astropy.table.Table`
+        TARGETID, RA, DEC, SPLIT and the `TRUTH_UNITS` columns.
+    """
+    from astropy.table import Table
+
+    from .images import render_images
+    from .photometry import filter_weights
+    from .population import draw_population, galaxy_rngs
+    from .profiles import fibre_fraction, half_light_radius
+    from .spectra import EMISSION_LINES, desi_part, line_fluxes, model_spectra, observe_spectra
+
+    index = np.arange(int(start), int(stop))
+    rngs = galaxy_rngs(config.seed, index)
+    pop = draw_population(rngs, **config.limits)
+    lines = line_fluxes(pop)
+    bulge, disc, emission = model_spectra(pop, lines)
+    disc += emission
+    weights = filter_weights()
+    flux_bulge = bulge @ weights
+    flux_disc = disc @ weights
+    ff_bulge = fibre_fraction("dev", pop["re_bulge"], pop["q_bulge"], pop["seeing_fibre"])
+    ff_disc = fibre_fraction("exp", pop["re_disc"], pop["q_disc"], pop["seeing_fibre"])
+    fibre = bulge * ff_bulge[:, None]
+    fibre += disc * ff_disc[:, None]
+    fibre_flux = fibre @ weights
+    total = flux_bulge + flux_disc
+
+    sq_d, sq_b = np.sqrt(pop["q_disc"]), np.sqrt(pop["q_bulge"])
+    r_half = half_light_radius(flux_disc[:, 1], pop["re_disc"] * sq_d,
+                               flux_bulge[:, 1], pop["re_bulge"] * sq_b)
+    kpc_per_arcsec = pop["re_disc_kpc"] / pop["re_disc"]
+    line_index = {name: j for j, name in enumerate(EMISSION_LINES)}
+    f_tr, f_val, _ = config.split
+    split = np.where(pop["split_u"] < f_tr, 0, np.where(pop["split_u"] < f_tr + f_val, 1, 2))
+
+    truth = Table()
+    truth["TARGETID"] = index.astype(np.int64)
+    truth["RA"] = pop["ra"]
+    truth["DEC"] = pop["dec"]
+    truth["SPLIT"] = split.astype(np.int8)
+    cols = {
+        "Z": pop["z"], "LOG_MSTAR": pop["log_mstar"], "SFR": pop["sfr"], "SSFR": pop["ssfr"],
+        "LOG_SSFR": np.log10(pop["ssfr"]), "Z_MW": pop["z_star"], "LOG_OH": pop["log_oh"],
+        "A_HALPHA": pop["a_halpha"], "BULGE_FRAC": pop["bulge_frac"],
+        "BT_R": flux_bulge[:, 1] / total[:, 1], "R_HALF": r_half,
+        "R_HALF_KPC": r_half * kpc_per_arcsec,
+        "R_E_DISC": pop["re_disc"], "R_E_BULGE": pop["re_bulge"],
+        "R_E_DISC_KPC": pop["re_disc_kpc"], "R_E_BULGE_KPC": pop["re_bulge_kpc"],
+        "AXIS_RATIO": pop["q_disc"], "INCLINATION": pop["inclination"], "PA": pop["pa"],
+        "SIGMA_GAS": pop["sigma_gas"],
+        "FLUX_G": total[:, 0], "FLUX_R": total[:, 1], "FLUX_Z": total[:, 2],
+        "FIBERFLUX_G": fibre_flux[:, 0], "FIBERFLUX_R": fibre_flux[:, 1],
+        "FIBERFLUX_Z": fibre_flux[:, 2],
+        "HALPHA_FLUX": lines[:, line_index["HALPHA"]], "HBETA_FLUX": lines[:, line_index["HBETA"]],
+        "OII_FLUX": lines[:, line_index["OII_3726"]] + lines[:, line_index["OII_3729"]],
+        "OIII_5007_FLUX": lines[:, line_index["OIII_5007"]],
+        "NII_6584_FLUX": lines[:, line_index["NII_6584"]],
+        "SEEING_FIBRE": pop["seeing_fibre"], "PARENT_INDEX": pop["parent"].astype(np.float64),
+    }
+    arrays = {}
+    if pixels:
+        flux, ivar, exptime = observe_spectra(desi_part(fibre), rngs, exptime=config.exptime,
+                                              mask_rate=config.mask_rate)
+        images, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
+                                     neighbours=config.neighbours)
+        arrays = {"flux": flux, "ivar": ivar, "image": images}
+        cols["EXPTIME"] = exptime
+        for j, band in enumerate(grid.BANDS):
+            cols[f"PSF_SIGMA_{band.upper()}"] = info["psf_sigma"][:, j]
+            cols[f"NOISE_SIGMA_{band.upper()}"] = info["noise_sigma"][:, j]
+        cols["N_NEIGHBOURS"] = info["n_neighbours"].astype(np.float64)
+    for name in LABEL_NAMES:
+        if name in cols:
+            truth[name] = np.asarray(cols[name], dtype=np.float64)
+            if TRUTH_UNITS[name]:
+                truth[name].unit = TRUTH_UNITS[name]
+    truth["RA"].unit = "deg"
+    truth["DEC"].unit = "deg"
+    truth.meta["seed"] = int(config.seed)
+    return arrays, truth
+
+
+def _check_n(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an integer number of galaxies, got {n!r}")
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of galaxies, got {n}")
+    return int(n)
+
+
+def simulate_catalog(n, *, seed=0, start=0, chunk_size=2048, **options):
+    """Truth catalogue of a mock survey, without pixels (fast).
+
+    Rows are identical to the truth columns of `simulate_survey` and
+    `MockSurveyDataset` with the same seed and options (minus the observing
+    conditions of the pixels: EXPTIME, PSF/NOISE sigmas, N_NEIGHBOURS).
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies.
+    seed : int, optional
+    start : int, optional
+        Index of the first galaxy.
+    chunk_size : int, optional
+    **options
+        `SurveyConfig` options (zmin, zmax, rmin, rmax, ...).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+
+    Examples
+    --------
+    >>> from astroclip.simulate import simulate_catalog
+    >>> cat = simulate_catalog(5, seed=1)
+    >>> len(cat), bool((22.5 - 2.5 * np.log10(cat["FLUX_R"]) < 19.5001).all())
+    (5, True)
+    """
+    from astropy.table import vstack
+
+    n = _check_n(n)
+    config = SurveyConfig.from_options(seed=seed, **options)
+    parts = [generate_chunk(config, s, min(s + chunk_size, start + n), pixels=False)[1]
+             for s in range(start, start + n, chunk_size)]
+    return vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+
+
+def _worker_init():
+    from .population import population_model
+
+    population_model()
+
+
+def _chunk_job(args):
+    config, start, stop = args
+    return generate_chunk(config, start, stop)
+
+
+def _iter_chunks(config, n, chunk_size, workers):
+    bounds = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    if workers <= 1 or len(bounds) == 1:
+        for s, e in bounds:
+            yield generate_chunk(config, s, e)
+        return
+    import concurrent.futures as cf
+    from collections import deque
+
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        pending = deque()
+        jobs = iter(bounds)
+        for s, e in jobs:
+            pending.append(pool.submit(_chunk_job, (config, s, e)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(jobs, None)
+            if nxt is not None:
+                pending.append(pool.submit(_chunk_job, (config,) + nxt))
+            yield result
+
+
+def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64,
+                    progress=None, **options):
+    """Simulate a mock DESI x Legacy Survey survey and write it as a paired HDF5 file.
+
+    Galaxies are drawn from a population resampled from real SDSS galaxies
+    (`astroclip.simulate.population`), with physically consistent DESI spectra
+    (`astroclip.simulate.spectra`), DECam g, r, z photometry and Legacy-Survey-like
+    images (`astroclip.simulate.images`).  The file has the training-set layout of
+    `astroclip.data.hdf5` with every truth column (`TRUTH_UNITS`) under ``labels/``
+    and a train/val/test split.
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies (> 0).
+    out : str or path-like
+        Output HDF5 file (written atomically).
+    seed : int, optional
+        Random seed: the same seed and options give the same bytes, whatever
+        ``workers`` and ``chunk_size``.
+    overwrite : bool, optional
+        Replace an existing ``out`` (refused by default).
+    workers : int or None, optional
+        Worker processes (None: all cores; 1: in this process).
+    chunk_size : int, optional
+        Galaxies per chunk (memory is bounded by about ``2 * workers`` chunks).
+    progress : bool, optional
+        Show a tqdm progress bar (default: ``astroclip.conf.progress``).
+    **options
+        `SurveyConfig` options: ``zmin`` (0), ``zmax`` (0.6), ``rmin`` (None), ``rmax``
+        (19.5), ``image_size`` (152), ``neighbours`` (0.5), ``exptime`` (180 s),
+        ``mask_rate`` (3), ``split`` ((0.8, 0.1, 0.1)).
+
+    Returns
+    -------
+    `pathlib.Path`
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        n <= 0, impossible limits or bad option values.
+    TypeError
+        Unknown options.
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from astroclip import simulate_survey, read_paired_dataset
+    >>> path = simulate_survey(100, out="mock.h5", seed=0)  # doctest: +SKIP
+    >>> table, arrays = read_paired_dataset(path, split="test")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from .._config import conf
+    from .._io import check_output_path
+    from ..data.hdf5 import PairedDatasetWriter
+    from .population import population_model
+
+    n = _check_n(n)
+    config = SurveyConfig.from_options(seed=seed, **options)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+            or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    out = check_output_path(out, overwrite=overwrite)
+    if progress is None:
+        progress = bool(conf.progress)
+    population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")))
+    attrs = {"source": "astroclip mock survey", "seed": int(config.seed),
+             "options": repr(dataclasses.asdict(config))}
+    with PairedDatasetWriter(out, overwrite=overwrite, label_names=LABEL_NAMES,
+                             image_size=config.image_size, attrs=attrs) as writer, \
+            tqdm(total=n, disable=not progress, unit="gal", desc="simulate") as bar:
+        for arrays, truth in _iter_chunks(config, n, int(chunk_size), int(workers)):
+            writer.append(targetid=truth["TARGETID"], ra=truth["RA"], dec=truth["DEC"],
+                          flux=arrays["flux"], ivar=arrays["ivar"], image=arrays["image"],
+                          split=truth["SPLIT"], labels={k: truth[k] for k in LABEL_NAMES})
+            bar.update(len(truth))
+    return Path(out)
