@@ -1,0 +1,256 @@
+"""The one-command quickstart: the whole AstroCLIP pipeline on an offline mock survey.
+
+`quickstart` chains the same Python functions a user would call:
+
+1. `astroclip.simulate_survey` - a mock DESI x Legacy Survey catalogue;
+2. `astroclip.pretrain_spectra` - masked-segment pretraining of the spectrum transformer;
+3. `astroclip.pretrain_images` - MoCo v2 pretraining of the image encoder;
+4. `astroclip.align` - CLIP alignment of the two;
+5. `astroclip.embed_catalog` - embeddings of every galaxy;
+6. `astroclip.SimilarityIndex` - cross-modal retrieval on the held-out split;
+7. `astroclip.evaluation.evaluate_embeddings` - zero-/few-shot R^2 (Table 1);
+
+and writes a report folder: figures, the R^2 table, retrieval accuracy, the
+trained weights and ``summary.json``.  Every stage skips work already done, so
+an interrupted quickstart resumes where it stopped.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_path
+
+__all__ = ["SIZES", "quickstart"]
+
+#: Run sizes.  "default" fits in about 10 minutes on a 2-core CPU; "tiny" is for
+#: tests; "gpu" is a larger run for one GPU.
+SIZES = {
+    "tiny": dict(n_galaxies=160, spectrum_steps=4, image_steps=4, align_steps=6,
+                 spectrum_batch=16, image_batch=16, align_batch=32, k=8, mlp_epochs=20),
+    "default": dict(n_galaxies=6000, spectrum_steps=300, image_steps=200, align_steps=400,
+                    spectrum_batch=32, image_batch=64, align_batch=128, k=16, mlp_epochs=200),
+    "gpu": dict(n_galaxies=60000, spectrum_steps=5000, image_steps=5000, align_steps=5000,
+                spectrum_batch=64, image_batch=256, align_batch=512, k=64, mlp_epochs=300),
+}
+
+
+class _Stages:
+    def __init__(self, total, verbose):
+        self.total, self.verbose, self.n = total, verbose, 0
+        self.times = {}
+
+    def __call__(self, name, text):
+        self.n += 1
+        self.name = name
+        if self.verbose:
+            print(f"[{self.n}/{self.total}] {text}", flush=True)
+        return self
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.times[self.name] = round(time.perf_counter() - self.t0, 2)
+        if self.verbose and exc[0] is None:
+            print(f"      done in {self.times[self.name]:.1f} s", flush=True)
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip("."))
+    plt.close(fig)
+
+
+def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto",
+               workers=None, progress=True, verbose=True, **overrides):
+    """Run the whole pipeline on a mock survey and write a report folder.
+
+    Parameters
+    ----------
+    out : path, optional
+        Report folder (created; re-running resumes and reuses finished stages).
+    size : {"default", "tiny", "gpu"}, optional
+        Run size (`SIZES`): ``"default"`` takes about 10 minutes on a 2-core CPU.
+    seed : int, optional
+        Seed of the mock survey and of the training runs.
+    device : str, optional
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
+    workers : int, optional
+        Processes simulating the survey (default: all cores).
+    progress : bool, optional
+        Progress bars inside the stages.
+    verbose : bool, optional
+        Print one line per stage and the final summary.
+    **overrides
+        Any key of `SIZES` (``n_galaxies``, ``align_steps``, ...).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``out/summary.json``: stage times, R^2
+        table rows, retrieval accuracy and whether the targets were met.
+
+    Examples
+    --------
+    >>> from astroclip.quickstart import quickstart
+    >>> summary = quickstart("quickstart-report")  # doctest: +SKIP
+    """
+    import os
+
+    from astropy.table import Table
+
+    from . import embed_catalog
+    from ._device import resolve_device
+    from .commands._common import read_embeddings
+    from .evaluation import evaluate_embeddings, labelled_embeddings
+    from .models.clip import retrieval_accuracy
+    from .simulate import simulate_survey
+    from .training.align import align
+    from .training.images import pretrain_images
+    from .training.spectra import pretrain_spectra
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose among {sorted(SIZES)}")
+    cfg = dict(SIZES[size])
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)}; valid: {sorted(cfg)}")
+    cfg.update(overrides)
+    dev = resolve_device(device)
+    accelerator = "gpu" if dev.type == "cuda" else dev.type
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    stage = _Stages(8, verbose)
+    t_start = time.perf_counter()
+    survey = out / "mock_survey.h5"
+    train_kw = dict(seed=seed, accelerator=accelerator, devices=1, progress=progress)
+
+    with stage("simulate", f"simulating a mock survey of {cfg['n_galaxies']} galaxies"):
+        if not survey.exists():
+            simulate_survey(cfg["n_galaxies"], out=survey, seed=seed, workers=workers,
+                            progress=progress)
+    with stage("pretrain_spectra", f"pretraining the spectrum transformer "
+                                   f"({cfg['spectrum_steps']} steps)"):
+        pretrain_spectra(survey, out=out / "spectrum_model", preset="small",
+                         max_steps=cfg["spectrum_steps"], batch_size=cfg["spectrum_batch"],
+                         **train_kw)
+    with stage("pretrain_images", f"pretraining the image encoder with MoCo v2 "
+                                  f"({cfg['image_steps']} steps)"):
+        pretrain_images(survey, out=out / "image_model", preset="resnet-small",
+                        max_steps=cfg["image_steps"], batch_size=cfg["image_batch"],
+                        **train_kw)
+    with stage("align", f"aligning images and spectra ({cfg['align_steps']} steps)"):
+        align(survey, out=out / "model", preset="small",
+              spectrum_model=out / "spectrum_model", image_model=out / "image_model",
+              max_steps=cfg["align_steps"], batch_size=cfg["align_batch"], **train_kw)
+    emb_path = out / "embeddings.h5"
+    with stage("embed", "embedding every galaxy"):
+        if not emb_path.exists():
+            embed_catalog(survey, out=emb_path, model=out / "model", device=device,
+                          progress=progress)
+    with stage("search", "cross-modal retrieval on the held-out split"):
+        data = labelled_embeddings(read_embeddings(emb_path)[:2], survey)
+        test = data["split"] == 2
+        img, spec = data["embeddings"]["image"][test], data["embeddings"]["spectrum"][test]
+        import torch
+        acc = retrieval_accuracy(torch.from_numpy(img), torch.from_numpy(spec), topk=(1, 5))
+        acc = {k: float(v) for k, v in acc.items()}
+        acc["chance_top1"] = 1.0 / int(test.sum())
+        acc["chance_top5"] = min(1.0, 5.0 / int(test.sum()))
+        acc["n_test"] = int(test.sum())
+    with stage("evaluate", "zero-shot (k-NN) and few-shot (MLP) property estimates"):
+        table, predictions, truth = evaluate_embeddings(
+            (data["targetid"], data["embeddings"]), survey, k=cfg["k"],
+            mlp_kwargs={"epochs": cfg["mlp_epochs"]}, progress=progress)
+        with atomic_path(out / "r2_table.ecsv") as tmp:
+            table.write(tmp, format="ascii.ecsv", overwrite=True)
+    with stage("figures", "drawing the report figures"):
+        _figures(out, survey, data, test, table, predictions, truth)
+
+    r2 = {(str(r["method"]), str(r["modality"])): {p: float(r[p]) for p in ("Z", "LOG_MSTAR")}
+          for r in table}
+    targets = _targets(r2, acc)
+    summary = {"size": size, "config": cfg, "device": str(dev), "stage_seconds": stage.times,
+               "total_seconds": round(time.perf_counter() - t_start, 1),
+               "r2": {f"{m} | {mod}": v for (m, mod), v in r2.items()},
+               "retrieval": acc, "targets": targets, "model": str(out / "model")}
+    with atomic_path(out / "summary.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2))
+    if verbose:
+        _print_summary(summary, table)
+    return summary
+
+
+def _targets(r2, acc):
+    phot = r2.get(("MLP", "photometry"), {})
+    img = r2.get(("k-NN", "image"), {})
+    spec = r2.get(("k-NN", "spectrum"), {})
+    return {
+        "spectrum kNN R2(z) >= 0.95": bool(spec.get("Z", -1) >= 0.95),
+        "image kNN R2(z) >= photometry MLP": bool(img.get("Z", -1) >= phot.get("Z", 1)),
+        "image kNN R2(logM*) >= photometry MLP": bool(img.get("LOG_MSTAR", -1)
+                                                      >= phot.get("LOG_MSTAR", 1)),
+        "retrieval top-1 >= 10x chance": bool(acc["image_to_spectrum_top1"]
+                                              >= 10 * acc["chance_top1"]),
+    }
+
+
+def _print_summary(summary, table):
+    print()
+    print("R^2 on the held-out split:")
+    table.pprint(max_lines=-1, max_width=-1)
+    acc = summary["retrieval"]
+    print(f"\ncross-modal retrieval on {acc['n_test']} held-out galaxies: "
+          f"image->spectrum top-1 {acc['image_to_spectrum_top1']:.3f}, "
+          f"top-5 {acc['image_to_spectrum_top5']:.3f}; spectrum->image top-1 "
+          f"{acc['spectrum_to_image_top1']:.3f} (chance {acc['chance_top1']:.4f})")
+    print("\ntargets:")
+    for name, ok in summary["targets"].items():
+        print(f"  [{'x' if ok else ' '}] {name}")
+    print(f"\ntotal {summary['total_seconds']:.0f} s; report in "
+          f"{Path(summary['model']).parent}")
+
+
+def _figures(out, survey, data, test, table, predictions, truth):
+    from .data.hdf5 import read_paired_dataset
+    from .plotting.properties import plot_embedding_map, plot_predicted_vs_true
+    from .plotting.retrieval import plot_retrieval
+
+    figs = out / "figures"
+    rows = np.flatnonzero(test)
+    n_show = min(len(rows), 400)
+    tab, arrays = read_paired_dataset(survey, rows=None, fields=("flux", "image"))
+    lookup = {int(t): i for i, t in enumerate(tab["targetid"])}
+    sel = np.array([lookup[int(t)] for t in data["targetid"][rows[:n_show]]])
+    images, spectra = arrays["image"][sel], arrays["flux"][sel]
+    img = data["embeddings"]["image"][rows[:n_show]]
+    spec = data["embeddings"]["spectrum"][rows[:n_show]]
+    z = np.asarray(tab["Z"])[sel]
+    for q, modality in ((0, "image"), (1, "spectrum")):
+        fig = plot_retrieval(q, images=images, spectra=spectra, image_embeddings=img,
+                             spectrum_embeddings=spec, query_modality=modality,
+                             k=min(4, n_show - 1), redshifts=z)
+        _save(fig, figs / f"retrieval_{modality}_query.png")
+    for key, pred in predictions.items():
+        method, modality = key
+        name = f"{method}_{modality}".replace("->", "_to_").replace("-", "").lower()
+        fig = plot_predicted_vs_true(truth, pred, title=f"{method} on {modality}")
+        _save(fig, figs / f"predicted_vs_true_{name}.png")
+    for modality in ("image", "spectrum"):
+        fig = plot_embedding_map(data["embeddings"][modality][test],
+                                 np.asarray(data["targets"]["Z"])[test], label="redshift")
+        _save(fig, figs / f"embedding_map_{modality}.png")
+    try:
+        from .plotting.training import plot_loss_curve
+    except ImportError:  # pragma: no cover
+        return
+    for run in ("spectrum_model", "image_model", "model"):
+        metrics = out / run / "logs" / "metrics.csv"
+        if metrics.exists():
+            _save(plot_loss_curve(metrics), figs / f"loss_{run}.png")
