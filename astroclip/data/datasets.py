@@ -22,6 +22,7 @@ the Dataset can be handed to a `torch.utils.data.DataLoader` with several worker
 import os
 import warnings
 
+import h5py
 import numpy as np
 import torch
 import astropy.units as u
@@ -39,7 +40,8 @@ __all__ = ["PairedDataset", "MultimodalUniverseDataset", "detect_layout",
 PAPER_TRAIN_FRACTION = 0.8
 
 _PAPER_GROUP_FIELDS = ("images", "spectra", "redshifts", "targetids")
-_CACHE_BYTES = 64 << 20
+# HDF5 chunk cache per open dataset: room for a few 16-row image chunks (4.4 MB each)
+_CACHE_BYTES = 16 << 20
 
 
 def detect_layout(f):
@@ -273,8 +275,9 @@ class _MMUBackend:
                 s_rows, i_rows = self._match_sky(fs, fi, max_separation)
             else:
                 raise ValueError(f"match must be 'id' or 'sky', got {match!r}")
-            available = [k for k in fs.keys() if fs[k].ndim == 1 and fs[k].shape[0] ==
-                         len(spec_ids) and np.issubdtype(fs[k].dtype, np.number) and
+            available = [k for k, v in fs.items() if isinstance(v, h5py.Dataset) and
+                         v.ndim == 1 and v.shape[0] == len(spec_ids) and
+                         np.issubdtype(v.dtype, np.number) and
                          k not in ("object_id", "ra", "dec")]
             default = ["Z"] if "Z" in fs else []
             self.label_names = _pick_labels(label_names if label_names is not None else default,

@@ -11,7 +11,9 @@ to the model size.  `color_map` turns such images into the RGB planes of the
 Legacy Survey viewer used by the released image encoder.
 """
 
+import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -727,10 +729,7 @@ def color_map(images):
     planes = [grid.COLOR_RGB_PLANE[b] for b in grid.BANDS]
     order = np.argsort(planes)  # output plane p takes band order[p]
     m, q = grid.COLOR_M, grid.COLOR_Q
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported: never import it here
     if torch is not None and isinstance(images, torch.Tensor):
         x = images if images.is_floating_point() else images.float()
         if x.ndim not in (3, 4) or x.shape[-3] != 3:
@@ -740,7 +739,7 @@ def color_map(images):
         v = x * s + m
         intensity = torch.clamp(v, min=0).mean(dim=-3, keepdim=True)
         intensity = torch.where(intensity == 0, torch.full_like(intensity, 1e-6), intensity)
-        fi = torch.asinh(q * intensity) / np.sqrt(q)
+        fi = torch.asinh(q * intensity) / math.sqrt(q)
         rgb = torch.clamp(v * fi / intensity, 0.0, 1.0)
         return rgb[..., list(order), :, :]
     x = np.asarray(images)
@@ -753,6 +752,6 @@ def color_map(images):
     v = x * s + np.asarray(m, dtype=x.dtype)
     intensity = np.clip(v, 0, None).mean(axis=-3, keepdims=True)
     intensity = np.where(intensity == 0, np.asarray(1e-6, dtype=x.dtype), intensity)
-    fi = np.arcsinh(q * intensity) / np.sqrt(q)
+    fi = np.arcsinh(q * intensity) / math.sqrt(q)
     rgb = np.clip(v * fi / intensity, 0.0, 1.0).astype(x.dtype, copy=False)
     return rgb[..., order, :, :]
