@@ -317,11 +317,16 @@ class PairedDatasetWriter:
         """Flush the file and move it to its final name."""
         if self._file is None:
             return
-        self._file.attrs["n_rows"] = self.n_rows
-        self._file.close()
-        self._file = None
-        check_output_path(self.path, overwrite=self.overwrite)
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.attrs["n_rows"] = self.n_rows
+            self._file.close()
+            self._file = None
+            # someone may have created the file meanwhile
+            check_output_path(self.path, overwrite=self.overwrite)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         self._tmp = None
 
     def abort(self):

@@ -181,6 +181,16 @@ def test_overwrite(tmp_path, rng):
     assert len(read_paired_dataset(path, fields=[])[0]) == 3
 
 
+def test_file_created_during_build_is_not_clobbered(tmp_path, rng):
+    path = tmp_path / "pairs.h5"
+    with pytest.raises(FileExistsError):
+        with PairedDatasetWriter(path, label_names=("Z", "LOG_MSTAR"), image_size=S) as w:
+            w.append(**_chunk(rng, 2))
+            path.write_bytes(b"someone else's file")
+    assert path.read_bytes() == b"someone else's file"
+    assert os.listdir(tmp_path) == ["pairs.h5"]
+
+
 def test_writer_options_validated(tmp_path):
     with pytest.raises(ValueError, match="compression"):
         PairedDatasetWriter(tmp_path / "x.h5", compression="zstd")
