@@ -315,6 +315,11 @@ class FewShotRegressor:
         Where to train (default ``"auto"``, see `astroclip._device.resolve_device`).
     progress : bool, optional
         Progress bar over epochs (default: ``conf.progress``).
+    num_threads : int or None, optional
+        Torch CPU threads while training on the CPU (default 1: the head is so
+        small that intra-op threading costs more than it gains, badly so on a
+        busy machine; the previous setting is restored afterwards).  None keeps
+        torch's current setting.
 
     Attributes
     ----------
@@ -337,7 +342,7 @@ class FewShotRegressor:
 
     def __init__(self, *, hidden=(64, 64), dropout=0.1, lr=1e-3, weight_decay=0.0,
                  batch_size=256, max_epochs=200, patience=10, val_fraction=0.1,
-                 standardize=True, seed=0, device="auto", progress=None):
+                 standardize=True, seed=0, device="auto", progress=None, num_threads=1):
         hidden = tuple(int(h) for h in hidden)
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden layer widths must be positive; got {hidden}")
@@ -359,6 +364,7 @@ class FewShotRegressor:
         self.seed = int(seed)
         self.device = device
         self.progress = progress
+        self.num_threads = None if num_threads is None else int(num_threads)
         self._model = None
 
     def _build(self, n_in, n_out):
@@ -396,10 +402,27 @@ class FewShotRegressor:
         perm = rng.permutation(n)
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         device = resolve_device(self.device)
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        try:
+            model, history, best_epoch = self._train(xs, ys, train_idx, val_idx, device)
+        finally:
+            torch.set_num_threads(threads)
+        model.eval()
+        self._model = model.cpu()
+        self.history_ = Table(history)
+        self.best_epoch_ = best_epoch
+        return self
+
+    def _train(self, xs, ys, train_idx, val_idx, device):
+        import torch
+
+        n_val = len(val_idx)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
-            model = self._build(x.shape[1], ys.shape[1]).to(device)
+            model = self._build(xs.shape[1], ys.shape[1]).to(device)
             opt = torch.optim.Adam(model.parameters(), lr=self.lr,
                                    weight_decay=self.weight_decay)
             xt = torch.from_numpy(xs[train_idx])
@@ -443,11 +466,7 @@ class FewShotRegressor:
                     best_epoch = epoch
             if best_state is not None:
                 model.load_state_dict(best_state)
-        model.eval()
-        self._model = model.cpu()
-        self.history_ = Table(history)
-        self.best_epoch_ = best_epoch
-        return self
+        return model, history, best_epoch
 
     def predict(self, embeddings, *, batch_size=65536):
         """Predict the targets of ``embeddings`` (in the form the training targets had)."""
@@ -472,7 +491,8 @@ class FewShotRegressor:
 def fewshot_regression(train_embeddings, train_targets, test_embeddings, *, hidden=(64, 64),
                        dropout=0.1, lr=1e-3, weight_decay=0.0, batch_size=256,
                        max_epochs=200, patience=10, val_fraction=0.1, standardize=True,
-                       seed=0, device="auto", progress=None, return_model=False):
+                       seed=0, device="auto", progress=None, num_threads=1,
+                       return_model=False):
     """Few-shot regression: train an MLP head on embeddings, predict the test set.
 
     The released AstroCLIP few-shot protocol (hidden [64, 64], ReLU, dropout
@@ -513,7 +533,7 @@ def fewshot_regression(train_embeddings, train_targets, test_embeddings, *, hidd
     model = FewShotRegressor(hidden=hidden, dropout=dropout, lr=lr, weight_decay=weight_decay,
                              batch_size=batch_size, max_epochs=max_epochs, patience=patience,
                              val_fraction=val_fraction, standardize=standardize, seed=seed,
-                             device=device, progress=progress)
+                             device=device, progress=progress, num_threads=num_threads)
     xte = _as_embeddings(test_embeddings, name="test_embeddings", allow_1d=True)
     xtr_dim = getattr(train_embeddings, "shape", (None, None))
     if len(xtr_dim) == 2 and xtr_dim[1] != xte.shape[1]:
