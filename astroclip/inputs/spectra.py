@@ -458,12 +458,20 @@ class _Source:
         Everything is transposed to ``(pixels, rows)``, float32, in ``FLUX_UNIT``;
         ``var_t`` is None without an uncertainty; bad pixels are zeroed.
         """
-        flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float32, order="C")
+        # with a unit conversion, convert in float64 first: raw values in other units
+        # (e.g. variances in (erg/s/cm2/Hz)^2 ~ 1e-59) do not fit in float32
+        if self.flux_factor is None:
+            flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float32, order="C")
+        else:
+            flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float64, order="C")
+            flux_t *= self.flux_factor[cols][:, None]
+            flux_t = flux_t.astype(np.float32)
         good = np.isfinite(flux_t)
         n_finite = good.sum(axis=0) if count else None
         var_t = None
         if self.unc_kind is not None:
-            var_t = np.array(self.unc[start:stop, cols].T, dtype=np.float32, order="C")
+            dtype = np.float32 if self.unc_factor is None else np.float64
+            var_t = np.array(self.unc[start:stop, cols].T, dtype=dtype, order="C")
             if np.any(var_t < 0):
                 row = start + int(np.flatnonzero((var_t < 0).any(axis=0))[0])
                 what = {"ivar": "inverse variance", "var": "variance",
@@ -476,7 +484,8 @@ class _Source:
                 elif self.unc_kind == "std":
                     np.multiply(var_t, var_t, out=var_t)
                 if self.unc_factor is not None:
-                    var_t *= (self.unc_factor[cols] ** 2).astype(np.float32)[:, None]
+                    var_t *= (self.unc_factor[cols] ** 2)[:, None]
+                    var_t = var_t.astype(np.float32)
             good &= np.isfinite(var_t)
         if self.mask is not None:
             good &= ~np.asarray(self.mask[start:stop, cols].T)
@@ -490,8 +499,6 @@ class _Source:
                                      "(infinite inverse variance); give realistic "
                                      "uncertainties or mask those pixels")
             np.copyto(var_t, 0, where=bad)
-        if self.flux_factor is not None:
-            flux_t *= self.flux_factor[cols].astype(np.float32)[:, None]
         np.copyto(flux_t, 0, where=bad)
         return flux_t, var_t, good.astype(np.float32), n_finite
 
@@ -639,6 +646,9 @@ def _make_arm(flux, axis_value, axis_unit, flux_unit, unc_kind, unc, unc_unit, m
 
 
 def _flatten(arr, n_pix):
+    if n_pix == 0 or arr.size == 0:
+        raise ValueError(f"the spectra are empty (flux shape {arr.shape}); give at least one "
+                         "spectrum with at least 2 pixels")
     return arr.reshape(-1, n_pix)
 
 
@@ -1065,6 +1075,9 @@ def _count(rows, good_t, fin, n_masked, n_finite, n_good):
     n_good[rows] += good
 
 
+_FILLED_COLUMNS = ("INDEX", "COVERAGE", "N_MASKED", "IVAR_KNOWN", "VALID", "PROBLEM")
+
+
 def _assemble_meta(groups, total, meta):
     """INDEX + per-group metadata (in output order) + the caller's columns."""
     from astropy.table import vstack
@@ -1087,7 +1100,7 @@ def _assemble_meta(groups, total, meta):
             raise ValueError(f"meta has {len(extra)} rows for {total} spectra; give one row "
                              "per spectrum in the output order")
         for name in extra.colnames:
-            if name in table.colnames:
+            if name in table.colnames or name in _FILLED_COLUMNS:
                 raise ValueError(f"meta column {name!r} clashes with a column astroclip "
                                  "fills; rename it")
             table[name] = extra[name]
