@@ -511,20 +511,31 @@ def convert_astrodino(state, hparams, *, num_heads=None, embed_dim=1024, pooling
     return "ImageEncoder", dict(model.config), full
 
 
-def convert_astroclip(state, hparams, *, num_heads=None, pooling_heads=4, logit_scale=None):
+def convert_astroclip(state, hparams, *, image_num_heads=None, spectrum_num_heads=None,
+                      pooling_heads=4, logit_scale=None):
     """Map a whole released ``astroclip.ckpt`` onto `AstroCLIP`.
 
     Both sides are converted (`convert_image_side`,
-    `astroclip.models.weights.convert_spectrum_side`); a stored ``logit_scale``
-    tensor or hyper-parameter is read into the fixed logit scale when present.
+    `astroclip.models.weights.convert_spectrum_side`).  The fixed logit scale is
+    ``logit_scale``, else the ``logit_scale`` hyper-parameter, else 15.5 (a
+    ``logit_scale`` / ``temperature`` tensor in the state dict is not used).
+
+    Parameters
+    ----------
+    image_num_heads, spectrum_num_heads : int, optional
+        Attention heads of the ViT (default ``width / 64``) and of the spectrum
+        transformer (default: from the hyper-parameters, 6 for width 768).
+    pooling_heads : int, optional
+        Heads of both cross-attention heads (4).
 
     Returns
     -------
     class_name, config, state_dict
     """
     _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
-                                         num_heads=num_heads)
-    _, scfg, sstate = _weights.convert_spectrum_side(state, hparams, pooling_heads=pooling_heads)
+                                         num_heads=image_num_heads)
+    _, scfg, sstate = _weights.convert_spectrum_side(state, hparams, pooling_heads=pooling_heads,
+                                                     num_heads=spectrum_num_heads)
     known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
     unknown = [k for k in state if not k.startswith(known)]
     if unknown:

@@ -1,0 +1,689 @@
+"""Contrastive alignment of an image encoder and a spectrum encoder (the CLIP stage).
+
+`align` trains an `~astroclip.models.clip.AstroCLIP` model with the symmetric
+InfoNCE loss of the paper (equation 1; fixed logit scale 15.5 as released) on
+pairs of g, r, z cutouts and DESI spectra, through Lightning:
+
+- CPU, one GPU, several GPUs or nodes (DDP: ``devices=4, strategy="ddp"``,
+  launched as described in ``docs/training.rst``), bf16 mixed precision on
+  GPUs;
+- AdamW with linear warm-up and cosine decay, gradient clipping (1.0);
+- ``batch_size`` pairs per optimizer step in total (512 by default, the paper's
+  K), split over devices and gradient-accumulation micro-batches;
+- random flips and rotations of the images on the device, seeded per step;
+- validation every epoch (one pass over the training set): contrastive loss
+  and cross-modal retrieval top-1 / top-5 accuracy over the whole validation
+  split;
+- tqdm progress bar, CSV (and TensorBoard when installed) logs in
+  ``out/logs``, atomic checkpoints ``out/last.ckpt`` and exact resume (see
+  `astroclip.training.common`);
+- at the end, the whole aligned model in our safetensors + JSON format in
+  ``out`` (`astroclip.models.weights.load_model` reads it back).
+"""
+
+import math
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CUDAAccelerator
+import torch
+
+from .._config import conf
+from ..models.clip import AstroCLIP, clip_loss, retrieval_accuracy
+from ..models.image import ImageEncoder, extract_backbone_state_dict, load_backbone_weights
+from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_preset
+from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
+from ..models.weights import CONFIG_FILE, load_model, save_model
+from ..data.augment import alignment_augment
+from .common import (build_train_loader, build_trainer, find_resume_checkpoint, resolve_dataset,
+                     warmup_cosine_scheduler)
+from .spectra import _device_to_accelerator
+
+__all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
+           "resolve_spectrum_encoder", "build_clip_model", "align"]
+
+
+# ======================================================================== data
+
+
+def collate_pairs(items):
+    """Stack dataset items into ``{"image": (B, 3, H, W), "spectrum": (B, 7781)}``.
+
+    Keeps ``"index"`` (validation bookkeeping) and ``"targetid"`` when present.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astroclip.training.align import collate_pairs
+    >>> batch = collate_pairs([{"image": torch.zeros(3, 8, 8), "spectrum": torch.zeros(7781)}] * 2)
+    >>> batch["image"].shape, batch["spectrum"].shape
+    (torch.Size([2, 3, 8, 8]), torch.Size([2, 7781]))
+    """
+    if not items:
+        raise ValueError("empty batch: the dataset has no items")
+    first = items[0]
+    if not isinstance(first, dict) or "image" not in first or "spectrum" not in first:
+        keys = sorted(first) if isinstance(first, dict) else type(first).__name__
+        raise ValueError(f"dataset items must be dicts with 'image' (3, H, W) and 'spectrum' "
+                         f"(7781,) entries (astroclip.data.datasets.PairedDataset items); got {keys}")
+    out = {}
+    for key in ("image", "spectrum"):
+        shapes = {tuple(torch.as_tensor(it[key]).shape) for it in items}
+        if len(shapes) > 1:
+            raise ValueError(f"dataset items have {key} arrays of different shapes {sorted(shapes)}; "
+                             "all items must share one shape")
+        out[key] = torch.stack([torch.as_tensor(it[key], dtype=torch.float32) for it in items])
+    for key in ("index", "targetid"):
+        if key in first:
+            out[key] = torch.stack([torch.as_tensor(it[key]) for it in items])
+    return out
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        item["index"] = torch.tensor(i, dtype=torch.int64)
+        return item
+
+
+class _ShardSampler(torch.utils.data.Sampler):
+    """Rank ``r`` of ``w`` reads items ``r, r + w, ...``; shards padded to equal length."""
+
+    def __init__(self, n):
+        self.n = int(n)
+
+    def _shard(self):
+        world, rank = 1, 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        per = math.ceil(self.n / world)
+        idx = list(range(rank, self.n, world))
+        return idx + [idx[-1] if idx else 0] * (per - len(idx))
+
+    def __iter__(self):
+        return iter(self._shard())
+
+    def __len__(self):
+        return len(self._shard())
+
+
+class PairedDataModule(pl.LightningDataModule):
+    """Step-indexed training loader and a sharded validation loader of image-spectrum pairs."""
+
+    def __init__(self, train, val=None, *, batch_size, val_batch_size=None, seed=0, num_workers=0):
+        super().__init__()
+        self.train_set = train
+        self.val_set = _Indexed(val) if val is not None and len(val) > 0 else None
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+
+    def _start(self):
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+    def _pin(self):
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def train_dataloader(self):
+        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
+                                  start=self._start, num_workers=self.num_workers,
+                                  pin_memory=self._pin(), collate_fn=collate_pairs)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.val_batch_size,
+                                           sampler=_ShardSampler(len(self.val_set)),
+                                           num_workers=self.num_workers, pin_memory=self._pin(),
+                                           collate_fn=collate_pairs)
+
+
+# ====================================================================== module
+
+
+class AlignmentModule(pl.LightningModule):
+    """LightningModule of the contrastive alignment.
+
+    Parameters
+    ----------
+    model : `~astroclip.models.clip.AstroCLIP`
+        The model to train (its freezing policy decides what trains).
+    lr, weight_decay, betas : optional
+        AdamW settings (released: 1e-4, 0.05).
+    warmup_steps, max_steps : int
+        Linear warm-up then cosine decay until ``max_steps``.
+    min_lr_ratio : float, optional
+        Final learning rate as a fraction of ``lr``.
+    gather_negatives : bool, optional
+        Use the pairs of every process as negatives (DDP).
+    augment : bool, optional
+        Random flips and rotations of the images (paper).
+    val_loss_batch : int, optional
+        Pairs per chunk when scoring the validation loss (the global training
+        batch, so that the loss has the same number of negatives as in training).
+    """
+
+    def __init__(self, model, *, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.999), warmup_steps=100,
+                 max_steps=1000, min_lr_ratio=0.0, gather_negatives=False, augment=True,
+                 val_loss_batch=512):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.hparams["model_config"] = dict(model.config)
+        self.model = model
+        self.augment = alignment_augment() if augment else None
+        self._val = []
+
+    def forward(self, images, spectra):
+        return self.model(images, spectra)
+
+    def _augment(self, images):
+        if self.augment is None:
+            return images
+        # drawn from torch's global generator, re-seeded per micro-batch by StepSeedCallback
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        g = torch.Generator(device=images.device)
+        g.manual_seed(seed)
+        return self.augment(images.float(), generator=g)
+
+    def training_step(self, batch, batch_idx):
+        images = self._augment(batch["image"])
+        zi, zs = self.model(images, batch["spectrum"])
+        loss = clip_loss(zi, zs, logit_scale=self.model.logit_scale, eps=self.model.norm_eps,
+                         gather=self.hparams.gather_negatives)
+        n = len(batch["image"])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=n)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, prog_bar=False,
+                 batch_size=n)
+        return loss
+
+    def _sync_buffers(self):
+        """Give every process rank 0's buffers (BatchNorm statistics).
+
+        DDP broadcasts them from rank 0 before each training forward, but the
+        last forward updates them locally; syncing before validation and at the
+        end keeps all processes (and the saved model) identical."""
+        if self.trainer.world_size <= 1:
+            return
+        for b in self.model.buffers():
+            torch.distributed.broadcast(b.data, src=0)
+
+    def on_validation_epoch_start(self):
+        self._val = []
+        self._sync_buffers()
+
+    def on_train_end(self):
+        self._sync_buffers()
+
+    def validation_step(self, batch, batch_idx):
+        zi, zs = self.model(batch["image"], batch["spectrum"])
+        self._val.append((batch["index"], zi.float(), zs.float()))
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        idx = torch.cat([v[0] for v in self._val])
+        zi = torch.cat([v[1] for v in self._val])
+        zs = torch.cat([v[2] for v in self._val])
+        self._val = []
+        if self.trainer.world_size > 1:
+            idx, zi, zs = (self.all_gather(t).flatten(0, 1) for t in (idx, zi, zs))
+        order = torch.argsort(idx, stable=True)
+        idx, zi, zs = idx[order], zi[order], zs[order]
+        keep = torch.ones_like(idx, dtype=torch.bool)
+        keep[1:] = idx[1:] != idx[:-1]  # shard padding repeats an index
+        zi, zs = zi[keep], zs[keep]
+        metrics = {f"val_{k}": v for k, v in retrieval_accuracy(zi, zs, topk=(1, 5)).items()}
+        n, chunk = len(zi), int(self.hparams.val_loss_batch)
+        if n >= 2:
+            starts = list(range(0, n, chunk))
+            if len(starts) > 1 and n - starts[-1] < 2:
+                starts.pop()  # fold a single trailing pair into the previous chunk
+            ends = starts[1:] + [n]
+            losses = [float(clip_loss(zi[s:e], zs[s:e], logit_scale=self.model.logit_scale,
+                                      eps=self.model.norm_eps)) * (e - s)
+                      for s, e in zip(starts, ends)]
+            metrics["val_loss"] = sum(losses) / n
+        metrics["val_pairs"] = float(n)
+        # every rank holds the same gathered values: no further reduction needed
+        for key, value in metrics.items():
+            self.log(key, value, prog_bar=key in ("val_loss", "val_image_to_spectrum_top1"),
+                     sync_dist=False, rank_zero_only=False)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for p in self.model.trainable_parameters():
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        if not decay and not no_decay:
+            raise ValueError("the freezing policy leaves no parameter to train; use "
+                             "freeze='paper' or 'none'")
+        hp = self.hparams
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=hp.lr, betas=tuple(hp.betas))
+        sched = warmup_cosine_scheduler(opt, warmup_steps=hp.warmup_steps,
+                                        total_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# ============================================================ model assembly
+
+
+def _is_preset(value, presets):
+    return isinstance(value, str) and value in presets and not Path(value).exists()
+
+
+def resolve_image_encoder(image_model, *, preset="paper"):
+    """Turn ``image_model`` into an `~astroclip.models.image.ImageEncoder`.
+
+    Parameters
+    ----------
+    image_model : str, path or `torch.nn.Module`
+        An image preset name (random initialisation); a model folder in our
+        format holding an ``ImageEncoder`` (e.g. from `pretrain_images`) or an
+        ``AstroCLIP`` (its image side); a torchvision / MoCo v2 ResNet or DINOv2
+        ViT checkpoint file, loaded into the backbone of image preset
+        ``preset``; or an ``ImageEncoder`` / ``AstroCLIP`` instance.
+    preset : str, optional
+        Architecture for a backbone checkpoint file.
+
+    Returns
+    -------
+    encoder : `~astroclip.models.image.ImageEncoder`
+    pretrained : bool
+    """
+    if isinstance(image_model, ImageEncoder):
+        return image_model, True
+    if isinstance(image_model, AstroCLIP):
+        return image_model.image_encoder, True
+    if isinstance(image_model, torch.nn.Module):
+        raise TypeError(f"image_model is a {type(image_model).__name__}; pass an ImageEncoder, "
+                        "an AstroCLIP model, a preset name or a weights path")
+    if _is_preset(image_model, IMAGE_PRESETS):
+        return ImageEncoder(**get_preset("image", image_model)), False
+    path = Path(image_model)
+    if path.is_dir() or path.name == CONFIG_FILE:
+        model = load_model(path, eval=False)
+        if isinstance(model, AstroCLIP):
+            return model.image_encoder, True
+        if not isinstance(model, ImageEncoder):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not an image encoder; pass "
+                             "a folder written by pretrain_images or align")
+        return model, True
+    if path.is_file():
+        enc = ImageEncoder(**get_preset("image", preset))
+        sd = extract_backbone_state_dict(path)
+        own = enc.backbone.state_dict()
+        head = {k for k in own if k.startswith("fc.")}
+        with_head = bool(head) and all(k in sd and sd[k].shape == own[k].shape for k in head)
+        if head and not with_head:
+            warnings.warn(f"{path.name}: its classifier/projection head does not fit the "
+                          f"{preset!r} image head; the head starts from a fresh initialisation")
+        load_backbone_weights(enc.backbone, sd, include_head=with_head)
+        return enc, True
+    raise ValueError(f"image_model={image_model!r} is neither an image preset "
+                     f"({sorted(IMAGE_PRESETS)}) nor an existing weights file or folder")
+
+
+def resolve_spectrum_encoder(spectrum_model, *, pooling):
+    """Turn ``spectrum_model`` into a `~astroclip.models.spectrum.SpectrumEmbedder`.
+
+    Parameters
+    ----------
+    spectrum_model : str, path or `torch.nn.Module`
+        A spectrum preset name (random initialisation); a model folder in our
+        format (``SpectrumEncoder`` from `pretrain_spectra`, ``SpectrumEmbedder``
+        or ``AstroCLIP``); a released ``specformer.ckpt``; or a module.
+    pooling : dict
+        `~astroclip.models.heads.CrossAttentionHead` arguments of the new pooling
+        head when the model is a bare transformer.
+
+    Returns
+    -------
+    embedder : `~astroclip.models.spectrum.SpectrumEmbedder`
+    pretrained : bool
+    """
+    def wrap(encoder):
+        emb = SpectrumEmbedder(backbone=encoder.config, pooling=pooling)
+        emb.backbone = encoder
+        return emb
+
+    if isinstance(spectrum_model, SpectrumEmbedder):
+        return spectrum_model, True
+    if isinstance(spectrum_model, SpectrumEncoder):
+        return wrap(spectrum_model), True
+    if isinstance(spectrum_model, AstroCLIP):
+        return spectrum_model.spectrum_encoder, True
+    if isinstance(spectrum_model, torch.nn.Module):
+        raise TypeError(f"spectrum_model is a {type(spectrum_model).__name__}; pass a "
+                        "SpectrumEncoder, SpectrumEmbedder, AstroCLIP, preset name or path")
+    if _is_preset(spectrum_model, SPECTRUM_PRESETS):
+        return SpectrumEmbedder(backbone=get_preset("spectrum", spectrum_model),
+                                pooling=pooling), False
+    path = Path(spectrum_model)
+    if path.is_dir() or path.name == CONFIG_FILE:
+        model = load_model(path, eval=False)
+        if isinstance(model, AstroCLIP):
+            return model.spectrum_encoder, True
+        if isinstance(model, SpectrumEmbedder):
+            return model, True
+        if isinstance(model, SpectrumEncoder):
+            return wrap(model), True
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a spectrum model")
+    if path.is_file():
+        from ..models.weights import convert_specformer, read_released_checkpoint
+        state, hparams = read_released_checkpoint(path)
+        _, cfg, sd = convert_specformer(state, hparams)
+        enc = SpectrumEncoder(**cfg)
+        enc.load_state_dict(sd, strict=True)
+        return wrap(enc), True
+    raise ValueError(f"spectrum_model={spectrum_model!r} is neither a spectrum preset "
+                     f"({sorted(SPECTRUM_PRESETS)}) nor an existing weights file or folder")
+
+
+def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, embed_dim=None,
+                     pooling=None, logit_scale=None, freeze=None, image_preset=None):
+    """Assemble an `~astroclip.models.clip.AstroCLIP` from a preset and (pretrained) parts.
+
+    Parameters
+    ----------
+    preset : str, optional
+        CLIP preset giving the defaults (`astroclip.models.presets.CLIP_PRESETS`).
+    image_model, spectrum_model : optional
+        See `resolve_image_encoder` / `resolve_spectrum_encoder`; default: the
+        preset's (randomly initialised) encoders.
+    embed_dim : int, optional
+        Check that the image head has this width.
+    pooling : dict, optional
+        Overrides of the spectrum pooling head.
+    logit_scale : float, optional
+        Override of the preset's logit scale.
+    freeze : str or dict, optional
+        Override of the preset's freezing policy.
+    image_preset : str, optional
+        Architecture of an image backbone checkpoint file (default: the preset's).
+
+    Returns
+    -------
+    model : `~astroclip.models.clip.AstroCLIP`
+    pretrained : dict
+        ``{"image": bool, "spectrum": bool}``.
+
+    Examples
+    --------
+    >>> from astroclip.training.align import build_clip_model
+    >>> model, pre = build_clip_model(preset="small")
+    >>> model.embed_dim, pre
+    (128, {'image': False, 'spectrum': False})
+    """
+    if preset not in CLIP_PRESETS:
+        get_preset("clip", preset)  # raises a clear error
+    cfg = get_preset("clip", preset)
+    img_preset = cfg["image"] if isinstance(cfg["image"], str) else "paper"
+    image_model = cfg["image"] if image_model is None else image_model
+    if isinstance(image_model, dict):
+        image, img_pre = ImageEncoder(**image_model), False
+    else:
+        image, img_pre = resolve_image_encoder(image_model, preset=image_preset or img_preset)
+    if embed_dim is not None and int(embed_dim) != image.embed_dim:
+        raise ValueError(f"embed_dim={embed_dim} but the image encoder embeds into "
+                         f"{image.embed_dim} dimensions; choose an image model of that width")
+    pool = dict(cfg["spectrum"].get("pooling", {}))
+    pool.update(pooling or {})
+    pool["embed_dim"] = image.embed_dim
+    spectrum_model = cfg["spectrum"]["backbone"] if spectrum_model is None else spectrum_model
+    if isinstance(spectrum_model, dict):
+        spectrum, spec_pre = SpectrumEmbedder(backbone=spectrum_model, pooling=pool), False
+    else:
+        spectrum, spec_pre = resolve_spectrum_encoder(spectrum_model, pooling=pool)
+    model = AstroCLIP.from_parts(
+        image, spectrum, logit_scale=cfg["logit_scale"] if logit_scale is None else logit_scale,
+        freeze=cfg.get("freeze", "paper") if freeze is None else freeze)
+    return model, {"image": img_pre, "spectrum": spec_pre}
+
+
+# ================================================================== function
+
+
+def _checkpoint_hparams(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return ckpt.get("hyper_parameters", {})
+
+
+def _plain(value):
+    """Tuples -> lists, recursively (to compare configs with checkpointed ones)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _world_size(**kwargs):
+    """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, **kwargs)
+    return int(trainer.world_size)
+
+
+def align(data, *, out, preset="small", spectrum_model=None, image_model=None, image_preset=None,
+          val_data=None, batch_size=512, accumulate=1, max_steps=None, epochs=None, lr=1e-4,
+          weight_decay=0.05, betas=(0.9, 0.999), warmup_steps=None, min_lr_ratio=0.0,
+          logit_scale=None, freeze=None, pooling=None, gather_negatives=False, augment=True,
+          gradient_clip_val=1.0, val_every=None, checkpoint_every=None, limit_val_batches=None,
+          seed=0, num_workers=0, device=None, accelerator="auto", devices="auto", num_nodes=1,
+          strategy="auto", precision=None, progress=None, resume=True, overwrite=False,
+          deterministic=False, callbacks=()):
+    """Align an image encoder and a spectrum encoder with the CLIP loss.
+
+    Parameters
+    ----------
+    data : path or `torch.utils.data.Dataset`
+        Our paired HDF5 training-set file (its ``train`` rows train, its ``val``
+        rows validate) or any map-style Dataset whose items are dicts with
+        ``"image"`` (3, H, W) nanomaggies and ``"spectrum"`` (7781,) flux, such
+        as `astroclip.data.datasets.PairedDataset` or the mock survey's.
+    out : path
+        Run folder: ``last.ckpt``, ``logs/metrics.csv`` (and TensorBoard), and at
+        the end ``model.safetensors`` + ``config.json`` of the aligned model.
+    preset : str, optional
+        CLIP preset (``"small"``, ``"small-vit"``, ``"paper"``, ``"released"``):
+        default architectures, pooling head, logit scale and freezing policy.
+    spectrum_model : str, path or module, optional
+        Pretrained spectrum model: a folder from `pretrain_spectra` (or an
+        aligned model), a released ``specformer.ckpt``, a spectrum preset name
+        (random initialisation) or a module (see `resolve_spectrum_encoder`).
+    image_model : str, path or module, optional
+        Pretrained image model: a folder from `pretrain_images` (or an aligned
+        model), a torchvision / MoCo v2 ResNet-50 or DINOv2 checkpoint file
+        (architecture ``image_preset``), an image preset name, or a module.
+    image_preset : str, optional
+        Architecture of an image checkpoint file (default: the CLIP preset's).
+    val_data : Dataset, optional
+        Validation pairs when ``data`` is a Dataset (a file uses its ``val`` rows).
+    batch_size : int, optional
+        Pairs per optimizer step, all devices and accumulation micro-batches
+        together (512: the paper's K).  Each micro-batch on each device holds
+        ``batch_size / (devices * accumulate)`` pairs; the loss of a micro-batch
+        uses its own pairs as negatives (and those of every device with
+        ``gather_negatives``).
+    accumulate : int, optional
+        Gradient-accumulation micro-batches per step, when memory is short.
+    max_steps, epochs : int, optional
+        Length of the run in optimizer steps, or in passes over the training
+        set (default: the paper's 15,000 steps).
+    lr, weight_decay, betas : optional
+        AdamW (released: 1e-4, 0.05).
+    warmup_steps : int, optional
+        Linear warm-up steps (default: a tenth of the run, at most 1000).
+    min_lr_ratio : float, optional
+        Final learning rate of the cosine as a fraction of ``lr``.
+    logit_scale : float, optional
+        Fixed logit scale (default: the preset's, 15.5).
+    freeze : str or dict, optional
+        Freezing policy (default: the preset's, ``"paper"``): see
+        `astroclip.models.clip.FREEZE_POLICIES`.
+    pooling : dict, optional
+        Overrides of the spectrum pooling head (``num_heads``, ``dropout``...).
+    gather_negatives : bool, optional
+        With several devices, use the pairs of all devices as negatives.
+    augment : bool, optional
+        Random flips and rotations of the images.
+    gradient_clip_val : float, optional
+        Gradient-norm clipping.
+    val_every : int, optional
+        Optimizer steps between validations (default: one epoch).
+    checkpoint_every : int, optional
+        Optimizer steps between checkpoints (default: one epoch, at most 1000).
+    limit_val_batches : int, optional
+        Cap on validation batches.
+    seed : int, optional
+        Seed of the initialisation, data order and augmentations.
+    num_workers : int, optional
+        Data-loader worker processes.
+    device : str, optional
+        Shortcut for one device (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    accelerator, devices, num_nodes, strategy, precision : optional
+        Lightning settings (``devices=4, strategy="ddp"`` for 4 GPUs; precision:
+        bf16 mixed on GPUs, fp32 on CPUs by default).
+    progress : bool, optional
+        Progress bar (default: ``astroclip.conf.progress``).
+    resume : bool, optional
+        Continue from ``out/last.ckpt`` when it exists.
+    overwrite : bool, optional
+        Start over in a folder that already holds a run.
+    deterministic : bool, optional
+        Deterministic algorithms (slower on GPUs).
+    callbacks : sequence, optional
+        Extra Lightning callbacks.
+
+    Returns
+    -------
+    `~astroclip.models.clip.AstroCLIP`
+        The aligned model (CPU, evaluation mode), also saved in ``out``.
+
+    Raises
+    ------
+    ValueError
+        Too few pairs for a contrastive batch, a batch size that does not split
+        over devices and micro-batches, incompatible models, a checkpoint of
+        another configuration.
+    FileExistsError
+        ``out`` holds another run and neither ``resume`` nor ``overwrite`` is set.
+
+    Examples
+    --------
+    >>> from astroclip import align
+    >>> model = align("train.h5", out="run/", spectrum_model="specformer/",
+    ...               image_model="moco/", max_steps=15000)  # doctest: +SKIP
+    """
+    out = Path(out)
+    if accumulate < 1:
+        raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+    ckpt = find_resume_checkpoint(out)
+    finished = (out / CONFIG_FILE).exists()
+    if ckpt is not None and not resume and not overwrite:
+        raise FileExistsError(f"{out} already holds a training run ({ckpt.name}); pass "
+                              "resume=True to continue it or overwrite=True to start over")
+    if finished and ckpt is None and not overwrite:
+        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}); choose another "
+                              "folder or pass overwrite=True")
+    if ckpt is not None and overwrite and not resume:
+        ckpt.unlink()
+        ckpt = None
+
+    train_set = resolve_dataset(data, split="train")
+    if val_data is not None:
+        val_set = resolve_dataset(val_data, split="val")
+    elif isinstance(data, (str, Path)):
+        val_set = resolve_dataset(data, split="val")
+    else:
+        val_set = None
+    n_train = len(train_set)
+    if n_train < 2:
+        raise ValueError(f"the training set has {n_train} pair(s); contrastive training needs at "
+                         "least 2 (each pair's negatives are the other pairs of its batch)")
+
+    pl.seed_everything(seed, verbose=False)
+    model, pretrained = build_clip_model(preset=preset, image_model=image_model,
+                                         spectrum_model=spectrum_model, pooling=pooling,
+                                         logit_scale=logit_scale, freeze=freeze,
+                                         image_preset=image_preset)
+    for side in ("image", "spectrum"):
+        if not pretrained[side] and model.freeze[side] != "none":
+            warnings.warn(f"the {side} backbone is randomly initialised and frozen "
+                          f"(freeze={model.freeze}); pass a pretrained {side}_model or "
+                          "freeze='none' unless this is intended")
+
+    accelerator, devices = _device_to_accelerator(device, accelerator, devices)
+    progress = conf.progress if progress is None else progress
+    world = _world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                        strategy=strategy)
+    per = batch_size / (world * accumulate)
+    if per != int(per) or per < 1:
+        raise ValueError(f"batch_size={batch_size} does not split into {world} device(s) x "
+                         f"{accumulate} micro-batch(es); choose a multiple of {world * accumulate}")
+    micro = int(per)
+    if micro * (world if gather_negatives else 1) < 2:
+        raise ValueError(f"each contrastive micro-batch would hold {micro} pair(s); increase "
+                         "batch_size or lower accumulate (at least 2 pairs per loss)")
+    if micro > n_train:
+        raise ValueError(f"the micro-batch ({micro} pairs) is larger than the training set "
+                         f"({n_train} pairs); lower batch_size")
+    steps_per_epoch = max(1, n_train // (micro * world * accumulate))
+    if max_steps is None:
+        max_steps = 15000 if epochs is None else int(epochs) * steps_per_epoch
+    elif epochs is not None:
+        raise ValueError("give max_steps or epochs, not both")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    val_every = steps_per_epoch if val_every is None else int(val_every)
+    checkpoint_every = (min(1000, steps_per_epoch) if checkpoint_every is None
+                        else int(checkpoint_every))
+    if warmup_steps is None:
+        warmup_steps = min(1000, max(1, max_steps // 10))
+    trainer = build_trainer(
+        out_dir=out, max_steps=max_steps, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, strategy=strategy, precision=precision,
+        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate,
+        checkpoint_every=checkpoint_every,
+        val_every=val_every * accumulate if val_set is not None else None,
+        limit_val_batches=limit_val_batches, progress=progress, seed=seed,
+        deterministic=deterministic, log_every_n_steps=max(1, min(50, max_steps // 20)),
+        callbacks=callbacks)
+    if int(trainer.world_size) != world:  # pragma: no cover - guards _world_size
+        raise RuntimeError(f"world size {trainer.world_size} differs from the expected {world}")
+
+    module = AlignmentModule(model, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                             warmup_steps=warmup_steps, max_steps=max_steps,
+                             min_lr_ratio=min_lr_ratio, gather_negatives=gather_negatives,
+                             augment=augment, val_loss_batch=micro * world)
+    if ckpt is not None:
+        old = _checkpoint_hparams(ckpt)
+        if old.get("model_config") is not None and _plain(old["model_config"]) != _plain(model.config):
+            raise ValueError(f"{ckpt} was trained with another model configuration; use the same "
+                             "preset/models to resume, or overwrite=True to start over")
+    datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=seed,
+                                  num_workers=num_workers)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt,
+                **({"weights_only": True} if ckpt is not None else {}))
+
+    model = module.model.to("cpu").eval()
+    if trainer.is_global_zero:
+        save_model(model, out, overwrite=True,
+                   metadata={"stage": "align", "preset": preset,
+                             "steps": int(trainer.global_step), "batch_size": batch_size,
+                             "accumulate": accumulate, "world_size": world, "lr": lr,
+                             "seed": seed, "pretrained": pretrained,
+                             "data": str(data) if isinstance(data, (str, Path)) else
+                             type(data).__name__})
+    trainer.strategy.barrier("align_saved")
+    return model
