@@ -73,6 +73,23 @@ def detect_layout(f):
     return None
 
 
+class _Lookup:
+    """An open h5py file whose datasets are looked up once, then reused per item."""
+
+    def __init__(self, file):
+        self.file = file
+        self._cache = {}
+
+    def __getitem__(self, key):
+        ds = self._cache.get(key)
+        if ds is None:
+            ds = self._cache[key] = self.file[key]
+        return ds
+
+    def __contains__(self, key):
+        return key in self._cache or key in self.file
+
+
 def _center_crop(image, size):
     h, w = image.shape[-2:]
     if size is None or (h == size and w == size):
@@ -132,7 +149,7 @@ class _AstroclipBackend:
                 "spectrum_ivar": f["spectrum/ivar"][ref],
                 "image": f["image"][ref]}
         for name in self.label_names:
-            item[name] = f["labels"][name][ref]
+            item[name] = f[f"labels/{name}"][ref]
         return item
 
 
@@ -186,18 +203,21 @@ class _PaperBackend:
         self.table = table
         self.n = len(table)
         self.refs = np.arange(self.n)
+        self._group = np.asarray(table["group"])
+        self._row = np.asarray(table["row"])
 
     def read(self, files, ref):
-        g = files[0][str(self.table["group"][ref])]
-        row = int(self.table["row"][ref])
-        flux, ivar = _paper_spectrum(g["spectra"][row])
+        f = files[0]
+        g = str(self._group[ref])
+        row = int(self._row[ref])
+        flux, ivar = _paper_spectrum(f[f"{g}/spectra"][row])
         # stored (x, y, band): swap the pixel axes back to (band, y, x)
-        image = np.ascontiguousarray(np.asarray(g["images"][row], dtype=np.float32)
+        image = np.ascontiguousarray(np.asarray(f[f"{g}/images"][row], dtype=np.float32)
                                      .transpose(2, 1, 0))
-        item = {"targetid": np.int64(g["targetids"][row]), "spectrum": flux,
+        item = {"targetid": np.int64(f[f"{g}/targetids"][row]), "spectrum": flux,
                 "spectrum_ivar": ivar, "image": image}
         if "Z" in self.label_names:
-            item["Z"] = g["redshifts"][row]
+            item["Z"] = f[f"{g}/redshifts"][row]
         return item
 
 
@@ -308,6 +328,8 @@ class _MMUBackend:
         table["spectrum_row"] = s_rows
         table["image_row"] = i_rows
         self.table = table
+        self._spectrum_row, self._image_row = s_rows, i_rows
+        self._targetid = np.asarray(table["targetid"])
         self.n = len(table)
         self.refs = np.arange(self.n)
 
@@ -374,8 +396,8 @@ class _MMUBackend:
 
     def read(self, files, ref):
         fs, fi = files
-        i = int(self.table["spectrum_row"][ref])
-        j = int(self.table["image_row"][ref])
+        i = int(self._spectrum_row[ref])
+        j = int(self._image_row[ref])
         flux = np.asarray(fs["spectrum_flux"][i], dtype=np.float32)
         ivar = np.asarray(fs["spectrum_ivar"][i], dtype=np.float32)
         bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0)
@@ -386,7 +408,7 @@ class _MMUBackend:
         image = np.asarray(fi["image_array"][j], dtype=np.float32)[self.band_index]
         image = _center_crop(image, self.image_size)
         image = np.where(np.isfinite(image), image, 0).astype(np.float32)
-        item = {"targetid": np.int64(self.table["targetid"][ref]), "spectrum": flux,
+        item = {"targetid": np.int64(self._targetid[ref]), "spectrum": flux,
                 "spectrum_ivar": ivar, "image": np.ascontiguousarray(image)}
         for name in self.label_names:
             item[name] = fs[name][i]
@@ -512,7 +534,7 @@ class PairedDataset(torch.utils.data.Dataset):
     def _handles(self):
         # (re)open in every process: h5py handles must not cross a fork
         if self._files is None or self._pid != os.getpid():
-            self._files = tuple(_h5.open_hdf5(p, rdcc_nbytes=_CACHE_BYTES)
+            self._files = tuple(_Lookup(_h5.open_hdf5(p, rdcc_nbytes=_CACHE_BYTES))
                                 for p in self._backend.paths)
             self._pid = os.getpid()
         return self._files
@@ -521,7 +543,7 @@ class PairedDataset(torch.utils.data.Dataset):
         """Close the open file handles of this process (they reopen on the next item)."""
         if self._files is not None and self._pid == os.getpid():
             for f in self._files:
-                f.close()
+                f.file.close()
         self._files = None
 
     def __del__(self):
