@@ -12,6 +12,15 @@ from astroclip.models import weights
 from astroclip.models.clip import (AstroCLIP, clip_logits, clip_loss, convert_astroclip,
                                    retrieval_accuracy)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = dict(
     image=dict(backbone="resnet", embed_dim=16, crop_size=32,
                backbone_kwargs=dict(layers=(1, 1, 1, 1), width=4, mlp_hidden=32)),

@@ -71,6 +71,15 @@ def read_log(run):
     return train, val
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 COMMON = dict(progress=False, accelerator="cpu", num_workers=0)
 
 
