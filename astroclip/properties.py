@@ -216,6 +216,14 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
         Labels with NaN, ``k`` larger than the training set, embeddings of
         different dimensions, or mismatched lengths.
 
+    Notes
+    -----
+    Memory: two float32 copies of the training embeddings (the standardised
+    array and the FAISS index), ``2 * N * D * 4`` bytes (1 GB for 1,000,000
+    128-d embeddings).  Time is dominated by the exact search, ``2 N M D``
+    floating-point operations run by BLAS; ``benchmarks/bench_search.py``
+    measures it.  For tens of millions of training objects use ``kind="ivf"``.
+
     Examples
     --------
     >>> import numpy as np
@@ -256,21 +264,25 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
                        enabled=enabled):
         q = xte[start:start + batch_size]
         _, rows = index.search_arrays(q, k=k, batch_size=batch_size, progress=False)
-        found = rows >= 0
-        safe = np.where(found, rows, 0)
-        if weights == "uniform":
-            w = found.astype(np.float64)
-        else:
-            diff = xtr[safe].astype(np.float64) - q[:, None, :].astype(np.float64)
-            dist = np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
-            with np.errstate(divide="ignore"):
-                w = 1.0 / dist
-            exact = np.isinf(w)
-            rows_exact = exact.any(axis=1)
-            w[rows_exact] = exact[rows_exact]
-            w[~found] = 0.0
-        pred[start:start + q.shape[0]] = (np.einsum("qk,qkt->qt", w, y[safe])
-                                          / w.sum(axis=1, keepdims=True))
+        # weights in float64, in sub-batches to bound memory (sub * k * D * 8 bytes)
+        sub = 1024
+        for s0 in range(0, q.shape[0], sub):
+            r = rows[s0:s0 + sub]
+            found = r >= 0
+            safe = np.where(found, r, 0)
+            if weights == "uniform":
+                w = found.astype(np.float64)
+            else:
+                diff = xtr[safe].astype(np.float64) - q[s0:s0 + sub, None, :].astype(np.float64)
+                dist = np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
+                with np.errstate(divide="ignore"):
+                    w = 1.0 / dist
+                exact = np.isinf(w)
+                rows_exact = exact.any(axis=1)
+                w[rows_exact] = exact[rows_exact]
+                w[~found] = 0.0
+            pred[start + s0:start + s0 + r.shape[0]] = (np.einsum("qk,qkt->qt", w, y[safe])
+                                                        / w.sum(axis=1, keepdims=True))
     return targets.wrap(pred)
 
 
