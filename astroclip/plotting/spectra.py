@@ -132,7 +132,7 @@ def plot_reconstruction(flux, prediction, hidden, *, wavelength=None, redshift=N
     centres = _inset_centres(wavelength, smoothed, hidden, redshift, n_insets)
     for i, (name, c) in enumerate(centres):
         width = 0.9 / max(1, len(centres))
-        ins = fig.add_axes([0.08 + i * width, 0.66, width - 0.03, 0.28])
+        ins = fig.add_axes([0.08 + i * width, 0.65, width - 0.03, 0.26])
         sel = (wavelength > c - inset_width / 2) & (wavelength < c + inset_width / 2)
         for a, b in _runs(hidden & sel):
             ins.axvspan(wavelength[a], wavelength[b - 1], color="0.85", lw=0)
@@ -144,7 +144,7 @@ def plot_reconstruction(flux, prediction, hidden, *, wavelength=None, redshift=N
             ins.set_title(name, fontsize="small")
         ax.indicate_inset_zoom(ins, edgecolor="0.4")
     if title:
-        fig.suptitle(title, y=0.995, fontsize="medium")
+        fig.suptitle(title, y=0.99, fontsize="medium")
     return fig
 
 
