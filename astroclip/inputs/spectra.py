@@ -33,7 +33,7 @@ __all__ = ["PreparedSpectra", "prepare_spectra", "resample_flux_conserving",
 
 #: Rows processed at a time (the batch is transposed chunk by chunk so that the
 #: sparse products run over contiguous memory; 128-256 fits in cache).
-_CHUNK = 128
+_CHUNK = 64
 #: Overlaps shorter than this fraction of the output pixel are rounding noise.
 _OVERLAP_RTOL = 1e-8
 #: Cache of overlap matrices, one per (input edges, output edges) pair.
@@ -248,6 +248,30 @@ def _apply(op, flux_t, var_t, good_t):
     return num, den
 
 
+def _for_chunks(n_rows, work, n_jobs):
+    """Call ``work(start, stop)`` on consecutive row chunks, on ``n_jobs`` threads.
+
+    The chunks write disjoint output rows, and numpy and scipy.sparse release the
+    GIL in the heavy calls, so threads scale; the first error is re-raised.
+    """
+    starts = range(0, n_rows, _CHUNK)
+    if n_jobs is None or n_jobs <= 1 or n_rows <= _CHUNK:
+        for start in starts:
+            work(start, min(start + _CHUNK, n_rows))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
+        futures = [pool.submit(work, start, min(start + _CHUNK, n_rows)) for start in starts]
+        for future in futures:
+            future.result()
+
+
+def _check_n_jobs(n_jobs):
+    if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive integer (threads), not {n_jobs!r}")
+
+
 def _transpose_into(dst, src, rows, cols):
     """``dst[rows, cols] = src.T`` done in cache-friendly column blocks."""
     step = 512
@@ -269,7 +293,8 @@ def _as_edges_angstrom(wavelength, name="wavelength"):
     return np.asarray(wavelength, dtype=np.float64)
 
 
-def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edges=None):
+def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edges=None,
+                             n_jobs=1):
     """Resample a batch of spectra onto a grid, conserving flux.
 
     Each output pixel gets the overlap-weighted mean of the flux densities of
@@ -304,6 +329,8 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
     out_edges : array-like or `~astropy.units.Quantity`, optional
         ``n_out + 1`` increasing output pixel edges; the DESI grid
         (`astroclip.inputs.grid.WAVELENGTH_EDGES`, Angstrom) by default.
+    n_jobs : int, optional
+        Threads working on chunks of rows (1: none).
 
     Returns
     -------
@@ -331,6 +358,7 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
     if isinstance(flux, u.Quantity):
         raise TypeError("resample_flux_conserving takes plain arrays; use prepare_spectra "
                         "for fluxes with units, or pass flux.value (per unit wavelength)")
+    _check_n_jobs(n_jobs)
     flux = np.asarray(flux)
     one_d = flux.ndim == 1
     flux2 = np.atleast_2d(flux)
@@ -370,14 +398,16 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
         res_flux, res_ivar = (out_flux, out_ivar) if isinstance(rows, slice) else (
             np.zeros((len(f_rows), out.size - 1), np.float32),
             np.zeros((len(f_rows), out.size - 1), np.float32))
-        for start in range(0, len(f_rows), _CHUNK):
-            stop = min(start + _CHUNK, len(f_rows))
-            if op.rows.stop == op.rows.start:
-                continue
+        if op.rows.stop == op.rows.start:
+            continue
+
+        def work(start, stop, src=src, op=op, res_flux=res_flux, res_ivar=res_ivar):
             flux_t, var_t, good_t, _ = src.chunk(start, stop, op.cols, count=False)
             f_t, i_t = _apply(op, flux_t, var_t, good_t)
             _transpose_into(res_flux, f_t, slice(start, stop), op.rows)
             _transpose_into(res_ivar, i_t, slice(start, stop), op.rows)
+
+        _for_chunks(len(f_rows), work, n_jobs)
         if not isinstance(rows, slice):
             out_flux[rows] = res_flux
             out_ivar[rows] = res_ivar
@@ -466,13 +496,14 @@ class _Source:
             flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float64, order="C")
             flux_t *= self.flux_factor[cols][:, None]
             flux_t = flux_t.astype(np.float32)
-        good = np.isfinite(flux_t)
-        n_finite = good.sum(axis=0) if count else None
+        n_finite = np.isfinite(flux_t).sum(axis=0) if count else None
         var_t = None
-        if self.unc_kind is not None:
+        if self.unc_kind is None:
+            good = np.isfinite(flux_t)
+        else:
             dtype = np.float32 if self.unc_factor is None else np.float64
             var_t = np.array(self.unc[start:stop, cols].T, dtype=dtype, order="C")
-            if np.any(var_t < 0):
+            if np.fmin.reduce(var_t, axis=None) < 0:
                 row = start + int(np.flatnonzero((var_t < 0).any(axis=0))[0])
                 what = {"ivar": "inverse variance", "var": "variance",
                         "std": "standard deviation"}[self.unc_kind]
@@ -486,12 +517,14 @@ class _Source:
                 if self.unc_factor is not None:
                     var_t *= (self.unc_factor[cols] ** 2)[:, None]
                     var_t = var_t.astype(np.float32)
-            good &= np.isfinite(var_t)
+                # one pass for both: NaN or inf in either makes the sum non-finite
+                # (ivar = 0 gave var = inf)
+                good = np.isfinite(flux_t + var_t)
         if self.mask is not None:
             good &= ~np.asarray(self.mask[start:stop, cols].T)
         bad = ~good
         if var_t is not None:
-            if np.any(var_t == 0):
+            if np.fmin.reduce(var_t, axis=None) == 0:
                 zero = good & (var_t == 0)
                 if zero.any():
                     row = start + int(np.flatnonzero(zero.any(axis=0))[0])
@@ -831,7 +864,8 @@ def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, 
 
 def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit=None,
                     uncertainty=None, ivar=None, mask=None, combine_arms=None,
-                    min_coverage=0.5, on_invalid="raise", meta=None, progress=None):
+                    min_coverage=0.5, on_invalid="raise", meta=None, progress=None,
+                    n_jobs=1):
     """Put spectra on the DESI grid: float32 flux and inverse variance, plus a Table.
 
     Parameters
@@ -879,6 +913,8 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
         Extra per-spectrum columns (e.g. ``TARGETID``), one row per spectrum.
     progress : bool, optional
         Show a progress bar on large batches; default ``astroclip.conf.progress``.
+    n_jobs : int, optional
+        Threads working on chunks of rows (1: none).
 
     Returns
     -------
@@ -929,11 +965,12 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
         1      1.0  True
     """
     _check_options(min_coverage, on_invalid)
+    _check_n_jobs(n_jobs)
     groups = _collect(spectra, wavelength=wavelength, wavelength_unit=wavelength_unit,
                       flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask,
                       combine_arms=combine_arms)
     return _prepare_groups(groups, min_coverage=min_coverage, on_invalid=on_invalid,
-                           meta=meta, progress=progress)
+                           meta=meta, progress=progress, n_jobs=n_jobs)
 
 
 def _check_options(min_coverage, on_invalid):
@@ -943,7 +980,7 @@ def _check_options(min_coverage, on_invalid):
         raise ValueError(f"min_coverage must be a fraction in [0, 1], not {min_coverage}")
 
 
-def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress):
+def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=1):
     """Resample and combine normalised groups -> PreparedSpectra (shared with desi.py)."""
     from tqdm.auto import tqdm
     from .._config import conf
@@ -987,7 +1024,8 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress):
     with tqdm(total=total, disable=not show or total <= 4 * 1024, unit="spectra",
               desc="prepare_spectra") as bar:
         for g, g_ops in zip(groups, ops):
-            _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar)
+            _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar,
+                       n_jobs)
             ivar_known[g.out_rows] = g.arms[0].ivar_known
 
     coverage = (ivar_out > 0).sum(axis=1) / grid.N_PIXELS
@@ -1016,14 +1054,14 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress):
     return PreparedSpectra(flux_out, ivar_out, table)
 
 
-def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar):
+def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_jobs):
     """Resample and combine the arms of one group into the output rows."""
     contiguous = isinstance(g.out_rows, slice)
     single = len(g.arms) == 1
     lo = min(op.rows.start for op in g_ops)
     hi = max(op.rows.stop for op in g_ops)
-    for start in range(0, g.n_rows, _CHUNK):
-        stop = min(start + _CHUNK, g.n_rows)
+
+    def work(start, stop):
         ch = stop - start
         if contiguous:
             rows = slice(g.out_rows.start + start, g.out_rows.start + stop)
@@ -1056,16 +1094,19 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar):
                 f_t *= i_t
                 sum_wf[part] += f_t
                 _count(rows, good_t, fin, n_masked, n_finite, n_good)
-            has = sum_w > 0
-            comb_f = np.divide(sum_wf, sum_w, out=np.zeros_like(sum_w), where=has)
+            # where no arm has data, sum_wf = sum_w = 0: dividing by tiny gives 0
+            comb_f = np.divide(sum_wf, np.maximum(sum_w, np.finfo(np.float32).tiny),
+                               out=sum_wf)
             if not g.arms[0].ivar_known:
-                sum_w = has.astype(np.float32)
+                sum_w = (sum_w > 0).astype(np.float32)
             _transpose_into(target_f, comb_f, dest, slice(lo, hi))
             _transpose_into(target_i, sum_w, dest, slice(lo, hi))
         if not contiguous:
             flux_out[rows] = target_f
             ivar_out[rows] = target_i
         bar.update(ch)
+
+    _for_chunks(g.n_rows, work, n_jobs)
 
 
 def _count(rows, good_t, fin, n_masked, n_finite, n_good):
