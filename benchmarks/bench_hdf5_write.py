@@ -101,8 +101,8 @@ def main():
         path = os.path.join(tmp, "pairs.h5")
         rss0 = peak_rss_mb()
         wall, write_time, size = write(path, args.rows, args.chunk)
-        print(f"Default writer (lzf spectra, raw images, chunk_rows=16), {args.rows} pairs "
-              f"appended {args.chunk} at a time")
+        print(f"Default writer (lzf spectra in 4-row chunks, raw 1-row image chunks), "
+              f"{args.rows} pairs appended {args.chunk} at a time")
         print("(wall includes generating the random data; write excludes it)")
         print(f"{'wall s':>8} {'rows/s':>8} {'write s':>8} {'write rows/s':>12} "
               f"{'write MB/s':>10} {'file GB':>8} {'raw GB':>7} {'peak RSS MB':>11}")

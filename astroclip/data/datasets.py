@@ -40,7 +40,8 @@ __all__ = ["PairedDataset", "MultimodalUniverseDataset", "detect_layout",
 PAPER_TRAIN_FRACTION = 0.8
 
 _PAPER_GROUP_FIELDS = ("images", "spectra", "redshifts", "targetids")
-# HDF5 chunk cache per open dataset: room for a few 16-row image chunks (4.4 MB each)
+# HDF5 chunk cache per open dataset: room for the larger chunks of files written by
+# others (the paper's, Multimodal Universe's), kept between items of one process
 _CACHE_BYTES = 16 << 20
 
 
@@ -608,7 +609,7 @@ class MultimodalUniverseDataset(PairedDataset):
 
 
 def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_workers=0,
-                      chunk_rows=16, progress=None):
+                      chunk_rows=4, progress=None):
     """Write any paired source (paper file, Multimodal Universe pair) as an astroclip file.
 
     Parameters

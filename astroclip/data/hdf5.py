@@ -179,8 +179,11 @@ class PairedDatasetWriter:
     image_size : int, optional
         Side of the stored images (152 by default, `astroclip.inputs.grid.IMAGE_SIZE`).
     chunk_rows : int, optional
-        Rows per HDF5 chunk of the spectrum and image datasets.  Small chunks make
-        random access (shuffled training) cheap; 16 keeps an image chunk at 4.4 MB.
+        Rows per HDF5 chunk of the spectrum datasets (4: 125 kB chunks, cheap to
+        decompress for one random item).
+    image_chunk_rows : int, optional
+        Rows per HDF5 chunk of the images; 1 (one 277 kB image per chunk) makes
+        shuffled, one-item-at-a-time reads cheap.
     compression : {"lzf", "gzip", None}, optional
         HDF5 compression filter of the spectra and catalogue columns ("lzf": fast,
         the default; inverse variances shrink about 50-fold).
@@ -216,7 +219,7 @@ class PairedDatasetWriter:
     """
 
     def __init__(self, path, *, overwrite=False, label_names=(), image_size=grid.IMAGE_SIZE,
-                 chunk_rows=16, compression="lzf", compression_opts=None,
+                 chunk_rows=4, image_chunk_rows=1, compression="lzf", compression_opts=None,
                  image_compression=None, attrs=None):
         self.path = Path(path)
         self.overwrite = bool(overwrite)
@@ -231,8 +234,10 @@ class PairedDatasetWriter:
         if self.image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.chunk_rows = int(chunk_rows)
-        if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.image_chunk_rows = int(image_chunk_rows)
+        if self.chunk_rows < 1 or self.image_chunk_rows < 1:
+            raise ValueError(f"chunk_rows and image_chunk_rows must be >= 1, got {chunk_rows} "
+                             f"and {image_chunk_rows}")
         for name, value in (("compression", compression),
                             ("image_compression", image_compression)):
             if value not in ("lzf", "gzip", None):
@@ -271,7 +276,7 @@ class PairedDatasetWriter:
         os.close(fd)
         self._tmp = tmp
         s = self.image_size
-        image_chunk_bytes = self.chunk_rows * 3 * s * s * 4
+        image_chunk_bytes = self.image_chunk_rows * 3 * s * s * 4
         # a chunk cache big enough for a couple of image chunks, so that appends not
         # aligned to chunk boundaries are assembled in memory, not re-compressed
         self._file = h5py.File(tmp, "w", rdcc_nbytes=max(2 * image_chunk_bytes + (1 << 20),
@@ -303,7 +308,7 @@ class PairedDatasetWriter:
             grid.FLUX_UNIT.to_string()
         make("spectrum/ivar", (grid.N_PIXELS,), np.float32, c).attrs["unit"] = \
             grid.IVAR_UNIT.to_string()
-        make("image", (3, s, s), np.float32, c,
+        make("image", (3, s, s), np.float32, self.image_chunk_rows,
              compression=self.image_compression).attrs["unit"] = "nanomaggy"
         split = make("split", (), np.int8, _ROW_CHUNK_1D)
         split.attrs["split_names"] = ",".join(SPLIT_NAMES)
