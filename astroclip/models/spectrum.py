@@ -278,8 +278,7 @@ class SpectrumEncoder(nn.Module):
                 f"spectra have {flux.shape[1]} pixels but the model expects {self.n_pixels} "
                 f"pixels on the DESI grid ({grid.WAVE_MIN:g}-{grid.WAVE_MAX:g} Angstrom, step "
                 f"{grid.WAVE_STEP:g}); resample them first with astroclip.prepare_spectra")
-        if not flux.is_floating_point():
-            flux = flux.float()
+        flux = flux.float()  # statistics in float32 whatever the input and model dtypes
         bad = ~torch.isfinite(flux)
         if bad.any():
             rows = torch.nonzero(bad.any(dim=1)).flatten()[:10].tolist()
@@ -335,6 +334,7 @@ class SpectrumEncoder(nn.Module):
             raise ValueError(f"{n} tokens exceed the position table "
                              f"({self.position_embed.num_embeddings})")
         pos = torch.arange(n, device=tokens.device)
+        tokens = tokens.to(self.data_embed.weight.dtype)
         x = self.dropout(self.data_embed(tokens) + self.position_embed(pos))
         maps = []
         for block in self.blocks:

@@ -67,6 +67,8 @@ def test_forward_shapes_and_batch_independence(rng, tiny):
     assert out.shape == (4, 778, 16)
     alone = tiny(flux[2:3])
     torch.testing.assert_close(out[2:3], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiny(flux.double()), out)          # any float dtype in
+    torch.testing.assert_close(tiny(flux.round().int())[0], tiny(flux.round())[0])
     tokens = tiny.tokenize(flux)
     pred = tiny.predict_tokens(tokens)
     assert pred.shape == (4, 778, 22)
