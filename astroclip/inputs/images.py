@@ -161,7 +161,7 @@ def _parse_unit(unit, source):
 
 
 def _to_nanomaggies(data, unit, pixel_area, source):
-    """Convert a per-pixel (or per-area) flux array to nanomaggies per pixel (float64)."""
+    """Convert a per-pixel (or per-area) flux array to nanomaggies per pixel."""
     if unit is None:
         raise u.UnitsError(f"{source}: the images have no unit; pass unit= (Legacy Survey "
                            "cutouts are in nanomaggies: unit='nanomaggy'), or give a Quantity / "
@@ -192,7 +192,11 @@ def _to_nanomaggies(data, unit, pixel_area, source):
             f"{source}: cannot convert images in {unit} to nanomaggies; give a flux per "
             "pixel in nanomaggy, maggy, Jy, erg/(s cm2 Hz), or AB magnitudes (f_lambda "
             "needs a band wavelength: convert it to f_nu first)") from None
-    return np.asarray(data, dtype=np.float64) * factor
+    data = np.asarray(data)
+    # float32 inputs stay float32 (the output precision): a batch is not doubled in memory
+    dtype = np.float32 if data.dtype in (np.float32, np.float16) else np.float64
+    data = data.astype(dtype, copy=False)
+    return data if factor == 1 else data * dtype(factor)
 
 
 def _celestial(wcs):
