@@ -27,7 +27,7 @@ from astropy.table import MaskedColumn, Table
 
 from ._config import conf
 from .inputs.grid import BANDS, NANOMAGGY, NANOMAGGY_EQUIVALENCY
-from .search import SimilarityIndex, _as_embeddings, _tqdm
+from .search import SimilarityIndex, _as_embeddings, _rows_text, _tqdm
 
 __all__ = [
     "knn_regression",
@@ -91,7 +91,7 @@ class _Targets:
             for j, col in enumerate(self.names):
                 rows = np.flatnonzero(bad[:, j])
                 if rows.size:
-                    shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+                    shown = _rows_text(rows)
                     label = col if self.form == "table" else f"column {j}"
                     parts.append(f"{label}: {rows.size} (rows {shown})")
             nrows = int(bad.any(axis=1).sum())
@@ -126,7 +126,7 @@ def _column_values(values, *, name):
         mask = np.ma.getmaskarray(values)
         if mask.any():
             rows = np.flatnonzero(mask if mask.ndim == 1 else mask.any(axis=1))
-            shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+            shown = _rows_text(rows)
             raise ValueError(f"{name} has {int(mask.sum())} masked labels (rows {shown}); "
                              "drop these objects from the embeddings and labels first")
         values = np.ma.getdata(values)
@@ -658,7 +658,7 @@ def photometry_features(photometry, *, bands=BANDS, unit=NANOMAGGY):
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         per_band = ", ".join(f"{b}: {int(bad[:, j].sum())}" for j, b in enumerate(bands))
-        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        shown = _rows_text(rows)
         what = "non-positive or non-finite fluxes (or magnitudes)" if any_mag else \
             "non-positive or non-finite fluxes"
         raise ValueError(f"photometry has {what} for {rows.size} objects ({per_band}; rows "

@@ -64,11 +64,16 @@ def _as_float_array(x, *, name, dtype=np.float32):
     return np.ascontiguousarray(np.asarray(x, dtype=dtype))
 
 
+def _rows_text(rows, limit=10):
+    """'3, 10, 11' (the first ``limit`` row numbers, then '...')."""
+    return ", ".join(str(r) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
+
+
 def _check_finite_rows(x, *, name, offset=0):
     bad = ~np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
     if bad.any():
         rows = np.flatnonzero(bad) + offset
-        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        shown = _rows_text(rows)
         raise ValueError(f"{name} has {rows.size} row(s) with NaN or infinite values "
                          f"(rows {shown}); drop or recompute these rows first")
 
@@ -109,7 +114,7 @@ def _normalize(x, *, name, offset=0):
     zero = norms == 0
     if zero.any():
         rows = np.flatnonzero(zero) + offset
-        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        shown = _rows_text(rows)
         raise ValueError(f"{name} has {rows.size} all-zero row(s) (rows {shown}); the "
                          "cosine similarity of a zero vector is undefined: drop them or "
                          "use metric='inner_product' or 'l2'")

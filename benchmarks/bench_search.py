@@ -57,10 +57,10 @@ def make_data(n, nq, d, nclusters, seed=0):
     chunk = 200_000
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        db[s:s + m] = centres[rng.integers(0, nclusters, m)] + 0.5 * rng.standard_normal(
-            (m, d), dtype=np.float32)
-    q = centres[rng.integers(0, nclusters, nq)] + 0.5 * rng.standard_normal((nq, d),
-                                                                          dtype=np.float32)
+        noise = rng.standard_normal((m, d), dtype=np.float32)
+        db[s:s + m] = centres[rng.integers(0, nclusters, m)] + 0.5 * noise
+    noise = rng.standard_normal((nq, d), dtype=np.float32)
+    q = centres[rng.integers(0, nclusters, nq)] + 0.5 * noise
     db /= np.linalg.norm(db, axis=1, keepdims=True)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     return db, q.astype(np.float32)
@@ -144,12 +144,12 @@ def main():
         print(f"{nprobe:6d} {t_iv:9.3f} {t_fl / t_iv:7.2f}x {t_np / t_iv:8.2f}x "
               f"{recall_at_k(i_iv, i_fl):9.4f}")
 
-    del index, ivf, flat
+    index = ivf = flat = None  # free memory before the k-NN part
     nte = 2000
     rng = np.random.default_rng(1)
     y = db[:, 0] * 3 + db[:, 1] ** 2
-    xte = db[rng.choice(n, nte, replace=False)] + 0.01 * rng.standard_normal((nte, d),
-                                                                            dtype=np.float32)
+    noise = rng.standard_normal((nte, d), dtype=np.float32)
+    xte = db[rng.choice(n, nte, replace=False)] + 0.01 * noise
     t_knn, _ = best_time(lambda: knn_regression(db, y, xte, k=64, progress=False), repeat=1)
     knn_flops = 2.0 * nte * n * d
     print(f"\nknn_regression(k=64): {n:,} training x {nte:,} test objects in {t_knn:.2f} s "

@@ -140,9 +140,9 @@ def plot_predicted_vs_true(y_true, predictions, *, name=None, label=None, kind="
     rows = [[p for p in panels if not p[1]], [p for p in panels if p[1]]]
     rows = [r for r in rows if r]
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(panel_size * ncols,
-                                                         panel_size * len(rows) + 0.3),
-                             squeeze=False, constrained_layout=True)
+    figsize = (panel_size * ncols, panel_size * len(rows) + 0.3)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=figsize, squeeze=False,
+                             constrained_layout=True)
     if limits is None:
         lo, hi = np.percentile(truth, [0.5, 99.5])
         pad = 0.05 * (hi - lo if hi > lo else 1.0)
