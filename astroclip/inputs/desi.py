@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 from astropy.table import MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 
@@ -82,7 +83,7 @@ def _read_one(path, *, checksum):
                         ivar=np.asarray(hdul[f"{arm}_IVAR"].data),
                         mask=np.asarray(hdul[f"{arm}_MASK"].data),
                     )
-        except (OSError, AstropyUserWarning, TypeError) as err:
+        except (OSError, AstropyUserWarning, TypeError, VerifyError) as err:
             raise OSError(f"cannot read DESI coadd file {path} ({size} bytes): {err}. The "
                           "file is truncated or corrupt: download it again") from err
     n_fib = len(fibermap)

@@ -89,7 +89,8 @@ class PreparedSpectra:
         """Select rows (an integer, slice, integer array or boolean mask)."""
         if isinstance(item, (int, np.integer)):
             item = [item]
-        return PreparedSpectra(self.flux[item], self.ivar[item], self.meta[item])
+        meta = self.meta[item] if len(self.meta.colnames) else Table()
+        return PreparedSpectra(self.flux[item], self.ivar[item], meta)
 
     def to_spectrum(self):
         """The spectra as one `specutils.Spectrum` with a 2-D flux.
@@ -944,7 +945,7 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
     - Masked, non-finite or zero-ivar pixels carry no weight.  Grid pixels that
       no valid input pixel overlaps get ``ivar = 0`` and ``flux = 0``.
     - Without an uncertainty, pixels are weighted equally and the output ``ivar``
-      is 1 (in `~astropy.inputs.grid.IVAR_UNIT`) where there is data, 0 elsewhere;
+      is 1 (in `~astroclip.inputs.grid.IVAR_UNIT`) where there is data, 0 elsewhere;
       ``IVAR_KNOWN`` is False.
     - Pixel edges derived from centres are midpoints computed in Angstrom, so the
       result does not depend on the units of the input.
