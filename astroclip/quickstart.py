@@ -167,7 +167,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     with stage("evaluate", "zero-shot (k-NN) and few-shot (MLP) property estimates"):
         table, predictions, truth = evaluate_embeddings(
             (data["targetid"], data["embeddings"]), survey, k=cfg["k"],
-            mlp_kwargs={"epochs": cfg["mlp_epochs"]}, progress=progress)
+            mlp_kwargs={"max_epochs": cfg["mlp_epochs"]}, progress=progress)
         with atomic_path(out / "r2_table.ecsv") as tmp:
             table.write(tmp, format="ascii.ecsv", overwrite=True)
     with stage("figures", "drawing the report figures"):
@@ -237,11 +237,13 @@ def _figures(out, survey, data, test, table, predictions, truth):
                              spectrum_embeddings=spec, query_modality=modality,
                              k=min(4, n_show - 1), redshifts=z)
         _save(fig, figs / f"retrieval_{modality}_query.png")
-    for key, pred in predictions.items():
-        method, modality = key
-        name = f"{method}_{modality}".replace("->", "_to_").replace("-", "").lower()
-        fig = plot_predicted_vs_true(truth, pred, title=f"{method} on {modality}")
-        _save(fig, figs / f"predicted_vs_true_{name}.png")
+    for prop, label in (("Z", "redshift"), ("LOG_MSTAR", r"log$_{10}$ M$_*$/M$_\odot$")):
+        for method in ("k-NN", "MLP"):
+            preds = {key: p for key, p in predictions.items() if key[0] == method}
+            if preds:
+                fig = plot_predicted_vs_true(truth, preds, name=prop, label=label)
+                _save(fig, figs / f"predicted_vs_true_{prop.lower()}_{method.lower()}.png"
+                      .replace("-", ""))
     for modality in ("image", "spectrum"):
         fig = plot_embedding_map(data["embeddings"][modality][test],
                                  np.asarray(data["targets"]["Z"])[test], label="redshift")
