@@ -371,9 +371,6 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
         raise ValueError("out_edges must be a 1-D strictly increasing array of >= 2 edges")
     ivar2 = None if ivar is None else _same_shape(ivar, flux2, "ivar")
     mask2 = None if mask is None else _same_shape(mask, flux2, "mask").astype(bool)
-    if ivar2 is not None and np.any(ivar2 < 0):
-        raise ValueError("ivar has negative values; inverse variances must be >= 0 "
-                         "(0 marks a pixel without information)")
     wave = _as_edges_angstrom(wavelength)
     if wave.ndim == 1:
         groups = [(wave, slice(None))]
