@@ -283,3 +283,33 @@ def test_bad_models_and_folders(tmp_path, toy):
     with pytest.raises(ValueError, match="another model configuration"):
         align(train, out=tmp_path / "run", image_model=image2, spectrum_model=spectrum,
               batch_size=32, max_steps=2, resume=True, **COMMON)
+
+
+# ----------------------------------------------------------- file + command line
+def test_command_line_on_a_training_file(tmp_path):
+    from astroclip.cli import main
+    from astroclip.data.hdf5 import PairedDatasetWriter
+
+    pairs = ToyPairs(48, seed=5)
+    path = tmp_path / "train.h5"
+    with PairedDatasetWriter(path, image_size=40) as w:
+        w.append(targetid=np.arange(48), ra=np.zeros(48), dec=np.zeros(48),
+                 flux=pairs.flux.numpy(), ivar=np.ones((48, 7781), np.float32),
+                 image=pairs.img.numpy(), split=np.r_[np.zeros(40), np.ones(8)].astype(np.int8))
+    image, spectrum = tiny_parts()
+    weights.save_model(image, tmp_path / "img")
+    weights.save_model(spectrum, tmp_path / "spec")
+    rc = main(["align", "--data", str(path), "--out", str(tmp_path / "run"),
+               "--image-model", str(tmp_path / "img"), "--spectrum-model", str(tmp_path / "spec"),
+               "--batch-size", "8", "--max-steps", "5", "--freeze", "image=none,spectrum=backbone",
+               "--accelerator", "cpu", "--no-progress"])
+    assert rc == 0
+    model = weights.load_model(tmp_path / "run")
+    assert model.freeze == {"image": "none", "spectrum": "backbone"}
+    # the spectrum transformer came from the saved folder and stayed frozen
+    assert all(torch.equal(v, model.spectrum_encoder.backbone.state_dict()[k])
+               for k, v in spectrum.state_dict().items())
+    _, val = read_log(tmp_path / "run")
+    assert val and val[-1]["val_pairs"] == 8  # the file's val rows
+    assert main(["align", "--data", str(path), "--out", str(tmp_path / "run"), "--no-resume",
+                 "--accelerator", "cpu", "--no-progress"]) == 1  # refuses to clobber

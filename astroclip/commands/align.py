@@ -1,0 +1,102 @@
+"""``astroclip align``: contrastive alignment of an image and a spectrum encoder."""
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "Align image and spectrum encoders with the CLIP loss (Lightning, multi-GPU, resumable)."
+
+
+def _devices(value):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return [int(v) for v in value.split(",")]
+
+
+def _freeze(value):
+    """'paper', 'none', or 'image=backbone,spectrum=none'."""
+    if "=" not in value:
+        return value
+    out = {}
+    for part in value.split(","):
+        side, _, level = part.partition("=")
+        out[side.strip()] = level.strip()
+    return out
+
+
+def add_arguments(parser):
+    from ..models.presets import CLIP_PRESETS
+
+    parser.add_argument("--data", required=True,
+                        help="paired HDF5 training-set file (train rows train, val rows validate)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    parser.add_argument("--preset", default="small", choices=sorted(CLIP_PRESETS),
+                        help="architecture defaults (default: small)")
+    parser.add_argument("--spectrum-model", default=None,
+                        help="pretrained spectrum model: folder from pretrain-spectra, "
+                             "specformer.ckpt, or a spectrum preset name (random init)")
+    parser.add_argument("--image-model", default=None,
+                        help="pretrained image model: folder from pretrain-images, a "
+                             "torchvision/MoCo v2 ResNet-50 or DINOv2 checkpoint, or an image "
+                             "preset name (random init)")
+    parser.add_argument("--image-preset", default=None,
+                        help="architecture of an image checkpoint file (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=512,
+                        help="pairs per optimizer step over all devices (default: 512)")
+    parser.add_argument("--accumulate", type=int, default=1,
+                        help="gradient-accumulation micro-batches per step")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, default=None,
+                        help="optimizer steps (default: 15000, the paper's)")
+    length.add_argument("--epochs", type=int, default=None, help="passes over the training set")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="linear warm-up steps (default: a tenth of the run, at most 1000)")
+    parser.add_argument("--logit-scale", type=float, default=None,
+                        help="fixed logit scale (default: the preset's, 15.5)")
+    parser.add_argument("--freeze", type=_freeze, default=None,
+                        help="freezing policy: paper (default), none, or "
+                             "image=backbone|none|all,spectrum=backbone|none|all")
+    parser.add_argument("--gather-negatives", action="store_true",
+                        help="use the pairs of all devices as negatives")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no random flips and rotations of the images")
+    parser.add_argument("--val-every", type=int, default=None,
+                        help="steps between validations (default: one epoch)")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="steps between atomic checkpoints (default: one epoch, max 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--device", default=None,
+                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
+    parser.add_argument("--devices", type=_devices, default="auto",
+                        help="number of devices per node or comma-separated ids")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default=None,
+                        help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not continue from OUT/last.ckpt")
+    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+
+
+def run(args):
+    from ..training.align import align
+
+    align(args.data, out=args.out, preset=args.preset, spectrum_model=args.spectrum_model,
+          image_model=args.image_model, image_preset=args.image_preset,
+          batch_size=args.batch_size, accumulate=args.accumulate, max_steps=args.max_steps,
+          epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+          warmup_steps=args.warmup_steps, logit_scale=args.logit_scale, freeze=args.freeze,
+          gather_negatives=args.gather_negatives, augment=not args.no_augment,
+          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+          num_workers=args.num_workers, device=args.device, accelerator=args.accelerator,
+          devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+          precision=args.precision, progress=not args.no_progress,
+          resume=not args.no_resume, overwrite=args.overwrite)
+    print(f"aligned model written to {args.out}")

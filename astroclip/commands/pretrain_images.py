@@ -1,0 +1,60 @@
+"""``astroclip pretrain-images``: MoCo v2 self-supervised pretraining of an image encoder."""
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "Pretrain an image encoder on galaxy cutouts with MoCo v2 (Lightning, resumable)."
+
+
+def add_arguments(parser):
+    from ..models.presets import IMAGE_PRESETS
+    from .align import _devices
+
+    parser.add_argument("--data", required=True,
+                        help="paired HDF5 training-set file (train rows train, val rows validate)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    parser.add_argument("--preset", default="resnet-small", choices=sorted(IMAGE_PRESETS),
+                        help="image encoder (paper: MoCo v2 ResNet-50; default: resnet-small)")
+    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch and device")
+    parser.add_argument("--queue-size", type=int, default=65536, help="negatives in the queue")
+    parser.add_argument("--momentum", type=float, default=0.999, help="key-encoder momentum")
+    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: 0.03 x batch / 256 for SGD, 1e-3 AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation")
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--val-every", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--device", default=None,
+                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--devices", type=_devices, default="auto")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not continue from OUT/last.ckpt")
+    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+
+
+def run(args):
+    from ..training.images import pretrain_images
+
+    pretrain_images(args.data, preset=args.preset, out=args.out, max_steps=args.max_steps,
+                    batch_size=args.batch_size, queue_size=args.queue_size,
+                    momentum=args.momentum, temperature=args.temperature,
+                    optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                    warmup_steps=args.warmup_steps, accumulate_grad_batches=args.accumulate,
+                    checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+                    seed=args.seed, num_workers=args.num_workers, device=args.device,
+                    accelerator=args.accelerator, devices=args.devices,
+                    num_nodes=args.num_nodes, strategy=args.strategy,
+                    precision=args.precision, progress=not args.no_progress,
+                    resume=not args.no_resume, overwrite=args.overwrite)
+    print(f"image encoder written to {args.out}")
