@@ -24,7 +24,6 @@ model (centre crop, and the Legacy Survey colour mapping for the released ViT),
 runs the backbone and its embedding head, and returns ``(B, embed_dim)``.
 """
 
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from astroclip.models.heads import CrossAttentionHead
 __all__ = [
     "Bottleneck", "ResNet", "resnet50",
     "PatchEmbed", "Attention", "LayerScale", "ViTMlp", "ViTBlock", "BlockChunk",
-    "VisionTransformer", "center_crop", "color_map_torch", "load_backbone_weights",
+    "VisionTransformer", "center_crop", "load_backbone_weights",
     "extract_backbone_state_dict", "ImageEncoder",
 ]
 
@@ -419,33 +418,6 @@ def center_crop(images, size):
     return images[..., top:top + size, left:left + size]
 
 
-def color_map_torch(images):
-    """Legacy Survey viewer colour mapping of g, r, z nanomaggies, in torch.
-
-    The formula and constants are those of ``method.md`` section 1 (``grid.COLOR_*``);
-    the output has RGB planes (z, r, g) in [0, 1].  This is the torch twin of the
-    numpy ``astroclip.inputs.images.color_map``, used inside the model.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from astroclip.models.image import color_map_torch
-    >>> rgb = color_map_torch(torch.full((1, 3, 4, 4), 0.1))
-    >>> bool(rgb.min() >= 0) and bool(rgb.max() <= 1)
-    True
-    """
-    dev, dt = images.device, images.dtype
-    scales = torch.tensor([grid.COLOR_SCALES[b] for b in grid.BANDS], device=dev, dtype=dt)
-    scaled = images * scales.view(1, -1, 1, 1) + grid.COLOR_M
-    mean = scaled.clamp(min=0).mean(dim=1, keepdim=True)
-    mean = torch.where(mean == 0, torch.full_like(mean, 1e-6), mean)
-    q = grid.COLOR_Q
-    f = torch.asinh(q * mean) / math.sqrt(q)
-    mapped = (scaled * f / mean).clamp(0.0, 1.0)
-    order = [grid.BANDS.index(b) for b in sorted(grid.COLOR_RGB_PLANE, key=grid.COLOR_RGB_PLANE.get)]
-    return mapped[:, order]
-
-
 # =========================================================================== loading
 
 
@@ -670,7 +642,9 @@ class ImageEncoder(nn.Module):
                              f"{','.join(grid.BANDS)} in that order, got {tuple(images.shape)}")
         x = center_crop(images, self.crop_size).float()
         if self.input_mapping == "color_map":
-            x = color_map_torch(x)
+            # the one implementation of the mapping (numpy and torch, differentiable)
+            from astroclip.inputs.images import color_map
+            x = color_map(x)
         return x
 
     def backbone_parameters(self):

@@ -7,8 +7,8 @@ from torch import nn
 
 from astroclip.inputs import grid
 from astroclip.models.image import (ImageEncoder, ResNet, VisionTransformer, center_crop,
-                                    color_map_torch, extract_backbone_state_dict,
-                                    load_backbone_weights, resnet50)
+                                    extract_backbone_state_dict, load_backbone_weights,
+                                    resnet50)
 
 
 # ---------------------------------------------------------------- reference layouts
@@ -248,12 +248,16 @@ def test_center_crop_position():
         center_crop(torch.zeros(1, 3, 90, 90), 96)
 
 
-def test_color_map_matches_formula(rng):
-    img = rng.normal(0.05, 0.2, size=(2, 3, 5, 5)).astype(np.float32)
-    img[0, :, 0, 0] = -1.0  # all-negative pixel: I == 0 branch
-    out = color_map_torch(torch.from_numpy(img)).numpy()
+def test_color_map_preprocessing_matches_formula(rng):
+    """The ViT encoder sees the Legacy Survey colour mapping of the centre crop."""
+    enc = ImageEncoder(backbone="vit", embed_dim=8, input_mapping="color_map", crop_size=12,
+                       backbone_kwargs=dict(img_size=12, embed_dim=8, depth=1, num_heads=2))
+    img = rng.normal(0.05, 0.2, size=(2, 3, 16, 16)).astype(np.float32)
+    img[0, :, 8, 8] = -1.0  # all-negative pixel: I == 0 branch
+    out = enc.preprocess(torch.from_numpy(img)).numpy()
+    crop = img[..., 2:14, 2:14]
     s = np.array([grid.COLOR_SCALES[b] for b in grid.BANDS]).reshape(1, 3, 1, 1)
-    scaled = img * s + grid.COLOR_M
+    scaled = crop * s + grid.COLOR_M
     mean = np.maximum(scaled, 0).mean(axis=1, keepdims=True)
     mean[mean == 0] = 1e-6
     f = np.arcsinh(grid.COLOR_Q * mean) / np.sqrt(grid.COLOR_Q)
@@ -262,15 +266,10 @@ def test_color_map_matches_formula(rng):
     for i, b in enumerate(grid.BANDS):
         ref[:, grid.COLOR_RGB_PLANE[b]] = chan[:, i]
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-    assert np.all(out[0, :, 0, 0] == 0)
-
-
-def test_color_map_agrees_with_inputs_module(rng):
-    images = pytest.importorskip("astroclip.inputs.images")
-    img = rng.normal(0.05, 0.2, size=(2, 3, 6, 6)).astype(np.float32)
-    ref = np.asarray(images.color_map(img))
-    np.testing.assert_allclose(color_map_torch(torch.from_numpy(img)).numpy(), ref,
-                               rtol=1e-5, atol=1e-6)
+    assert np.all(out[0, :, 6, 6] == 0)
+    flux = ImageEncoder(backbone="resnet", embed_dim=8, crop_size=12,
+                        backbone_kwargs=dict(layers=(1, 1, 1, 1), width=4))
+    np.testing.assert_array_equal(flux.preprocess(torch.from_numpy(img)).numpy(), crop)
 
 
 # ----------------------------------------------------------------------- encoder
