@@ -59,7 +59,7 @@ def _read_one(path, *, checksum):
         # truncation and checksum problems are warnings in astropy: make them errors
         warnings.simplefilter("error", AstropyUserWarning)
         try:
-            with fits.open(path, memmap=False, checksum=checksum) as hdul:
+            with fits.open(path, memmap=False) as hdul:
                 names = [h.name for h in hdul]
                 missing = [n for n in DESI_COADD_HDUS if n not in names]
                 if missing:
@@ -69,6 +69,13 @@ def _read_one(path, *, checksum):
                         "file may be truncated (download it again) or be another kind of "
                         "file (a DESI coadd has FIBERMAP and B/R/Z _WAVELENGTH, _FLUX, "
                         "_IVAR, _MASK)")
+                if checksum:
+                    # the DATASUM of the HDUs used (fits.open(checksum=True) would also
+                    # check all the others, several times slower)
+                    bad = [n for n in DESI_COADD_HDUS if hdul[n].verify_datasum() == 0]
+                    if bad:
+                        raise OSError(f"checksum (DATASUM) mismatch in HDU(s) "
+                                      f"{', '.join(bad)}")
                 fibermap = Table(hdul["FIBERMAP"].data)
                 arms = {}
                 for arm in grid.DESI_ARMS:
@@ -124,7 +131,7 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
         defaults to ``"flag"`` because coadds routinely hold fibres without data
         (unassigned or broken fibres), which are kept with ``VALID = False``.
     checksum : bool, optional
-        Verify the FITS checksums (catches corrupt files).
+        Verify the ``DATASUM`` checksums of the HDUs read (catches corrupt data).
 
     Returns
     -------
