@@ -17,6 +17,8 @@ intersphinx_mapping.update({
     "torch": ("https://pytorch.org/docs/stable/", None),
 })
 nitpicky = False
+exclude_patterns = list(globals().get("exclude_patterns", [])) + [
+    "_build", "inputs_*.rst", "auto_examples/*.ipynb", "auto_examples/*.py"]
 html_theme_options = {"github_url": "https://github.com/astroclip/astroclip"}
 
 sphinx_gallery_conf = {
