@@ -684,7 +684,7 @@ def _flatten(arr, n_pix):
 
 
 def _spectrum_group(spec, label, *, flux_unit=None, uncertainty=None, ivar=None, mask=None):
-    """A specutils Spectrum (1-D or N-D flux) -> (list of one arm, n_rows, meta)."""
+    """A specutils Spectrum (1-D or N-D flux) -> (_Arm, number of rows)."""
     flux_q = spec.flux
     axis_index = getattr(spec, "spectral_axis_index", flux_q.ndim - 1)
     values = np.moveaxis(np.asarray(flux_q.value), axis_index, -1)
@@ -702,7 +702,7 @@ def _spectrum_group(spec, label, *, flux_unit=None, uncertainty=None, ivar=None,
     shape = values.shape
     if spec_unc is not None:
         unc_arr = np.moveaxis(np.asarray(spec_unc.array), axis_index, -1)
-        uncertainty = type(spec_unc)(unc_arr, unit=spec_unc.unit)
+        uncertainty = type(spec_unc)(unc_arr, unit=spec_unc.unit, copy=False)
     kind, unc, unc_unit = _uncertainty_parts(uncertainty, ivar, unit, shape)
     masks = []
     if spec.mask is not None:
