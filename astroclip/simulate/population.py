@@ -8,8 +8,9 @@ The population is built once per process (`population_model`):
    of the five kcorrect templates (NNLS on the extinction-corrected AB fluxes), which
    gives each galaxy a spectral energy distribution, a stellar mass, a recent
    star-formation rate and a stellar metallicity;
-2. each galaxy gets the 1/Vmax volume weight of the SDSS selection
-   (Petrosian r < 17.77) from its own fitted SED;
+2. each galaxy gets the 1/Vmax volume weight of the selection of that table
+   (SDSS Petrosian r < 17.77 and a 2MASS Ks detection, Ks < 14.4 Vega: the table is
+   the SDSS x 2MASS x GALEX test set of kcorrect) from its own fitted SED;
 3. for a survey with limits (zmin, zmax, rmin, rmax) in DECam r, galaxy i is
    drawn with probability proportional to ``V_i / Vmax_i``, where ``V_i`` is the
    comoving volume in which it would pass the survey limits, and placed at a
@@ -47,6 +48,8 @@ __all__ = ["SDSS_TEST_FILE", "SDSS_R_LIMIT", "population_model", "PopulationMode
 SDSS_TEST_FILE = os.path.join("data", "test", "gst_tests_small.fits")
 #: Petrosian r limit of the SDSS main galaxy sample.
 SDSS_R_LIMIT = 17.77
+#: Effective 2MASS Ks (Vega, K_M_EXT) limit of the kcorrect test table (all rows are detected).
+TWOMASS_K_LIMIT = 14.2
 # SDSS -> AB offsets (u_AB = u_SDSS - 0.04, z_AB = z_SDSS + 0.02)
 _SDSS_AB_OFFSET = np.array([-0.04, 0.0, 0.0, 0.0, 0.02])
 # fractional error floor of the SED fit, per band
@@ -58,6 +61,10 @@ _TABLE_STEP = 0.005
 MASS_JITTER_DEX = 0.08
 TEMPLATE_JITTER_DEX = 0.10
 _MAX_ATTEMPTS = 200
+#: Milky Way reddening E(B-V) along the line of sight: lognormal median and ln scatter
+#: (typical of the high-latitude DESI footprint in the SFD maps).
+MW_EBV_MEDIAN = 0.035
+MW_EBV_SCATTER = 0.6
 
 
 def galaxy_rngs(seed, indices):
@@ -163,6 +170,15 @@ class PopulationModel:
         r_sdss = _mag(np.einsum("zk,nk->nz", sdss_tab[:, 2, :], coeffs))    # (n, n_z)
         in_main = (-2.5 * np.log10(petro_r[idx]) + 22.5) <= SDSS_R_LIMIT
         zmax_sdss = _crossing(zg, r_sdss + dpetro[:, None], SDSS_R_LIMIT)
+        # 2MASS Ks: observed magnitude shifted by the model's change with redshift
+        _, k_tab = template_photometry_table(("twomass-Ks",), _TABLE_ZMAX, _TABLE_STEP)
+        k_model = _mag(np.einsum("zk,nk->nz", k_tab[:, 0, :], coeffs))
+        k_own = _mag(np.einsum("nk,nk->n", _interp_z(zg, k_tab[:, 0, :], z), coeffs))
+        k_obs = np.asarray(sample["K_M_EXT"], dtype=np.float64)[idx]
+        k_ok = np.isfinite(k_obs) & (k_obs > 0)
+        zmax_k = np.where(k_ok, _crossing(zg, k_model + (k_obs - k_own)[:, None],
+                                          TWOMASS_K_LIMIT), zg[-1])
+        zmax_sdss = np.minimum(zmax_sdss, zmax_k)
         zmax_sdss = np.maximum(zmax_sdss, z)  # the galaxy is seen at its own z
         _, _, vol = _interp_tables(np.concatenate([[_SDSS_ZMIN], zmax_sdss]))
         vmax = vol[1:] - vol[0]
@@ -180,6 +196,10 @@ class PopulationModel:
         self.z_grid = zg
         self.decam_r_grid = _mag(np.einsum("zk,nk->nz", dec_tab[:, 1, :], self.coeffs))
         self.decam_tab = dec_tab
+        self.k_obs = k_obs[keep]
+        self.k_model_grid = k_model[keep]
+        self.k_own = k_own[keep]
+        self.dpetro = dpetro[keep]
         self.chi2 = chi2[ok][keep]
 
     def __len__(self):
@@ -395,7 +415,7 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
 
     # second block of draws: everything else, fixed layout per galaxy
     u = np.array([r.random(8) for r in rngs])
-    e = np.array([r.standard_normal(10) for r in rngs])
+    e = np.array([r.standard_normal(12) for r in rngs])
     mstar = coeffs @ t.mremain
     log_mstar = np.log10(mstar)
     sfr_tmpl = coeffs @ t.m300 / 3e8
@@ -446,6 +466,8 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
         "sigma_gas": sigma_gas, "line_scatter": 0.07 * e[:, 6:9],
         "seeing_fibre": 1.1 * np.exp(0.2 * e[:, 9]),
         "split_u": u[:, 6], "offset_u": u[:, 7],
+        "ebv": np.minimum(MW_EBV_MEDIAN * np.exp(MW_EBV_SCATTER * e[:, 10]), 0.3),
+        "mstar_err_normal": e[:, 11],
         "lum_dist_mpc": dl, "ang_dist_mpc": da,
     }
 

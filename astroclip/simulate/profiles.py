@@ -154,14 +154,20 @@ def half_light_radius(flux_exp, re_exp, flux_dev, re_dev):
     """
     fe, re_e, fd, re_d = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64)
                                                for x in (flux_exp, re_exp, flux_dev, re_dev)))
-    tot = fe + fd
-    lo = np.full(fe.shape, 1e-4) * np.maximum(np.minimum(re_e, re_d), 1e-6)
-    hi = 20.0 * np.maximum(re_e, re_d) + 1e-6
-    for _ in range(50):
-        mid = np.sqrt(lo * hi)
-        frac = (fe * encircled_fraction("exp", re_e, 0.0, mid)
-                + fd * encircled_fraction("dev", re_d, 0.0, mid)) / tot
+    amp_e, var_e = mixture("exp")
+    amp_d, var_d = mixture("dev")
+    # per galaxy, per Gaussian: flux fraction and 1 / (2 sigma^2)
+    w = np.concatenate([fe[..., None] * amp_e, fd[..., None] * amp_d], axis=-1)
+    w /= (fe + fd)[..., None]
+    inv = 0.5 / np.maximum(np.concatenate([re_e[..., None] ** 2 * var_e,
+                                           re_d[..., None] ** 2 * var_d], axis=-1), 1e-30)
+    lo = np.log(1e-4 * np.maximum(np.minimum(re_e, re_d), 1e-6))
+    hi = np.log(20.0 * np.maximum(re_e, re_d) + 1e-6)
+    for _ in range(36):
+        mid = 0.5 * (lo + hi)
+        r2 = np.exp(2 * mid)[..., None]
+        frac = np.sum(w * (1 - np.exp(-r2 * inv)), axis=-1)
         below = frac < 0.5
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
-    return np.sqrt(lo * hi)
+    return np.exp(0.5 * (lo + hi))

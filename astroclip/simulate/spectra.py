@@ -29,7 +29,7 @@ from .templates import desi_slice, load_templates, model_wavelength
 
 __all__ = ["EMISSION_LINES", "cardelli_extinction", "line_fluxes", "desi_lsf_sigma",
            "desi_noise_model", "DESI_TEST_DATA", "desi_throughput", "model_spectra",
-           "observe_spectra", "BGS_EXPTIME"]
+           "observe_spectra", "BGS_EXPTIME", "milky_way_transmission"]
 
 #: Emission lines: name -> vacuum rest wavelength (Angstrom).
 EMISSION_LINES = {
@@ -272,7 +272,7 @@ def desi_noise_model():
     return {"sky": sky, "gain": gain, "read_noise2": _READ_NOISE2, "exptime": np.array(times)}
 
 
-def model_spectra(pop, lines=None):
+def model_spectra(pop, lines=None, *, milky_way=True):
     """Noiseless model spectra of the bulges, discs and emission lines.
 
     Parameters
@@ -281,6 +281,9 @@ def model_spectra(pop, lines=None):
         `astroclip.simulate.population.draw_population` output.
     lines : ndarray (n, 12), optional
         Line fluxes (`line_fluxes` by default).
+    milky_way : bool, optional
+        Apply the Milky Way extinction of each line of sight (``pop["ebv"]``, Cardelli
+        et al. 1989, R_V = 3.1), as in observed DESI spectra and Legacy Survey fluxes.
 
     Returns
     -------
@@ -297,7 +300,22 @@ def model_spectra(pop, lines=None):
     if lines is None:
         lines = line_fluxes(pop)
     emission = _render_lines(lines, z, pop["sigma_gas"], wave)
+    if milky_way:
+        mw = milky_way_transmission(pop["ebv"])
+        bulge *= mw
+        disc *= mw
+        emission *= mw
     return bulge, disc, emission
+
+
+def milky_way_transmission(ebv):
+    """Milky Way transmission on the model grid for reddenings ``ebv`` -> (n, n_model)."""
+    return 10 ** (-0.4 * 3.1 * np.outer(ebv, _mw_curve()))
+
+
+@functools.lru_cache(maxsize=1)
+def _mw_curve():
+    return cardelli_extinction(model_wavelength())
 
 
 @functools.lru_cache(maxsize=1)

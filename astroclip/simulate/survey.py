@@ -23,8 +23,9 @@ __all__ = ["SurveyConfig", "generate_chunk", "simulate_catalog", "simulate_surve
 
 #: Truth columns written as ``labels/<NAME>`` in the HDF5 file, with their units.
 TRUTH_UNITS = {
-    "Z": "", "LOG_MSTAR": "dex(solMass)", "SFR": "solMass / yr", "SSFR": "1 / yr",
-    "LOG_SSFR": "dex(1 / yr)", "Z_MW": "", "LOG_OH": "", "A_HALPHA": "mag",
+    "Z": "", "LOG_MSTAR": "", "LOG_MSTAR_ERR": "",
+    "LOG_MSTAR_TRUE": "", "SFR": "solMass / yr", "SSFR": "1 / yr",
+    "LOG_SSFR": "", "Z_MW": "", "LOG_OH": "", "A_HALPHA": "mag",
     "BULGE_FRAC": "", "BT_R": "", "R_HALF": "arcsec", "R_HALF_KPC": "kpc",
     "R_E_DISC": "arcsec", "R_E_BULGE": "arcsec", "R_E_DISC_KPC": "kpc", "R_E_BULGE_KPC": "kpc",
     "AXIS_RATIO": "", "INCLINATION": "deg", "PA": "deg", "SIGMA_GAS": "km / s",
@@ -32,11 +33,15 @@ TRUTH_UNITS = {
     "FIBERFLUX_G": "nanomaggy", "FIBERFLUX_R": "nanomaggy", "FIBERFLUX_Z": "nanomaggy",
     "HALPHA_FLUX": "1e-17 erg / (cm2 s)", "HBETA_FLUX": "1e-17 erg / (cm2 s)",
     "OII_FLUX": "1e-17 erg / (cm2 s)", "OIII_5007_FLUX": "1e-17 erg / (cm2 s)",
-    "NII_6584_FLUX": "1e-17 erg / (cm2 s)", "SEEING_FIBRE": "arcsec",
+    "NII_6584_FLUX": "1e-17 erg / (cm2 s)", "SEEING_FIBRE": "arcsec", "EBV": "mag",
+    "MW_TRANSMISSION_G": "", "MW_TRANSMISSION_R": "", "MW_TRANSMISSION_Z": "",
     "EXPTIME": "s", "PSF_SIGMA_G": "pix", "PSF_SIGMA_R": "pix", "PSF_SIGMA_Z": "pix",
     "NOISE_SIGMA_G": "nanomaggy", "NOISE_SIGMA_R": "nanomaggy", "NOISE_SIGMA_Z": "nanomaggy",
     "N_NEIGHBOURS": "", "PARENT_INDEX": "",
 }
+#: Error (dex) of the catalogue stellar mass LOG_MSTAR at r = 18 (it grows by 0.2 dex per
+#: magnitude fainter, between 0.05 and 0.3 dex), like SED-fit (PROVABGS) posteriors.
+MSTAR_ERR_DEX = 0.12
 #: Label columns of the HDF5 file (every truth column but TARGETID, RA, DEC, SPLIT).
 LABEL_NAMES = tuple(TRUTH_UNITS)
 # columns that only exist when pixels are made
@@ -168,19 +173,41 @@ def generate_chunk(config, start, stop, *, pixels=True):
     """
     from astropy.table import Table
 
+    arrays, cols = _generate(config, start, stop, pixels=pixels)
+    truth = Table()
+    for name in ("TARGETID", "RA", "DEC", "SPLIT"):
+        truth[name] = cols[name]
+    for name in LABEL_NAMES:
+        if name in cols:
+            truth[name] = cols[name]
+            if TRUTH_UNITS[name]:
+                truth[name].unit = TRUTH_UNITS[name]
+    truth["RA"].unit = "deg"
+    truth["DEC"].unit = "deg"
+    truth.meta["seed"] = int(config.seed)
+    return arrays, truth
+
+
+def _generate(config, start, stop, *, pixels=True):
+    """`generate_chunk` with the truth as a dict of arrays (no Table overhead)."""
     from .images import render_images
     from .photometry import filter_weights
     from .population import draw_population, galaxy_rngs
     from .profiles import fibre_fraction, half_light_radius
-    from .spectra import EMISSION_LINES, desi_part, line_fluxes, model_spectra, observe_spectra
+    from .spectra import (EMISSION_LINES, desi_part, line_fluxes, milky_way_transmission,
+                          model_spectra, observe_spectra)
 
     index = np.arange(int(start), int(stop))
     rngs = galaxy_rngs(config.seed, index)
     pop = draw_population(rngs, **config.limits)
     lines = line_fluxes(pop)
-    bulge, disc, emission = model_spectra(pop, lines)
+    bulge, disc, emission = model_spectra(pop, lines, milky_way=False)
     disc += emission
     weights = filter_weights()
+    intrinsic = (bulge + disc) @ weights
+    mw = milky_way_transmission(pop["ebv"])
+    bulge *= mw
+    disc *= mw
     flux_bulge = bulge @ weights
     flux_disc = disc @ weights
     ff_bulge = fibre_fraction("dev", pop["re_bulge"], pop["q_bulge"], pop["seeing_fibre"])
@@ -189,6 +216,12 @@ def generate_chunk(config, start, stop, *, pixels=True):
     fibre += disc * ff_disc[:, None]
     fibre_flux = fibre @ weights
     total = flux_bulge + flux_disc
+    mw_trans = total / intrinsic
+    # catalogue stellar mass: the truth with the error of an SED-fit estimate (PROVABGS-like,
+    # larger for fainter galaxies)
+    rmag = 22.5 - 2.5 * np.log10(intrinsic[:, 1])
+    mstar_err = np.clip(MSTAR_ERR_DEX * 10 ** (0.2 * (rmag - 18.0)), 0.05, 0.3)
+    log_mstar_cat = pop["log_mstar"] + mstar_err * pop["mstar_err_normal"]
 
     sq_d, sq_b = np.sqrt(pop["q_disc"]), np.sqrt(pop["q_bulge"])
     r_half = half_light_radius(flux_disc[:, 1], pop["re_disc"] * sq_d,
@@ -198,13 +231,11 @@ def generate_chunk(config, start, stop, *, pixels=True):
     f_tr, f_val, _ = config.split
     split = np.where(pop["split_u"] < f_tr, 0, np.where(pop["split_u"] < f_tr + f_val, 1, 2))
 
-    truth = Table()
-    truth["TARGETID"] = index.astype(np.int64)
-    truth["RA"] = pop["ra"]
-    truth["DEC"] = pop["dec"]
-    truth["SPLIT"] = split.astype(np.int8)
     cols = {
-        "Z": pop["z"], "LOG_MSTAR": pop["log_mstar"], "SFR": pop["sfr"], "SSFR": pop["ssfr"],
+        "TARGETID": index.astype(np.int64), "RA": pop["ra"], "DEC": pop["dec"],
+        "SPLIT": split.astype(np.int8),
+        "Z": pop["z"], "LOG_MSTAR": log_mstar_cat, "LOG_MSTAR_ERR": mstar_err,
+        "LOG_MSTAR_TRUE": pop["log_mstar"], "SFR": pop["sfr"], "SSFR": pop["ssfr"],
         "LOG_SSFR": np.log10(pop["ssfr"]), "Z_MW": pop["z_star"], "LOG_OH": pop["log_oh"],
         "A_HALPHA": pop["a_halpha"], "BULGE_FRAC": pop["bulge_frac"],
         "BT_R": flux_bulge[:, 1] / total[:, 1], "R_HALF": r_half,
@@ -220,7 +251,10 @@ def generate_chunk(config, start, stop, *, pixels=True):
         "OII_FLUX": lines[:, line_index["OII_3726"]] + lines[:, line_index["OII_3729"]],
         "OIII_5007_FLUX": lines[:, line_index["OIII_5007"]],
         "NII_6584_FLUX": lines[:, line_index["NII_6584"]],
-        "SEEING_FIBRE": pop["seeing_fibre"], "PARENT_INDEX": pop["parent"].astype(np.float64),
+        "SEEING_FIBRE": pop["seeing_fibre"], "EBV": pop["ebv"],
+        "MW_TRANSMISSION_G": mw_trans[:, 0], "MW_TRANSMISSION_R": mw_trans[:, 1],
+        "MW_TRANSMISSION_Z": mw_trans[:, 2],
+        "PARENT_INDEX": pop["parent"].astype(np.float64),
     }
     arrays = {}
     if pixels:
@@ -236,13 +270,8 @@ def generate_chunk(config, start, stop, *, pixels=True):
         cols["N_NEIGHBOURS"] = info["n_neighbours"].astype(np.float64)
     for name in LABEL_NAMES:
         if name in cols:
-            truth[name] = np.asarray(cols[name], dtype=np.float64)
-            if TRUTH_UNITS[name]:
-                truth[name].unit = TRUTH_UNITS[name]
-    truth["RA"].unit = "deg"
-    truth["DEC"].unit = "deg"
-    truth.meta["seed"] = int(config.seed)
-    return arrays, truth
+            cols[name] = np.asarray(cols[name], dtype=np.float64)
+    return arrays, cols
 
 
 def _check_n(n):
@@ -253,7 +282,7 @@ def _check_n(n):
     return int(n)
 
 
-def simulate_catalog(n, *, seed=0, start=0, chunk_size=2048, **options):
+def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
     """Truth catalogue of a mock survey, without pixels (fast).
 
     Rows are identical to the truth columns of `simulate_survey` and

@@ -32,9 +32,10 @@ __all__ = [
 TEMPLATE_FILE = os.path.join("data", "templates", "kcorrect-default-v4.fits")
 
 
-#: Rest-frame range kept from the templates (Angstrom); covers the model grid for z <= 1.
+#: Rest-frame range kept from the templates (Angstrom): covers the model grid for z <= 1
+#: and the 2MASS Ks band at z = 0 (used for the volume weights of the SDSS galaxies).
 REST_WAVE_MIN = 1400.0
-REST_WAVE_MAX = 11800.0
+REST_WAVE_MAX = 24500.0
 
 #: First pixel of the observed-frame model grid (Angstrom): the DESI grid extended
 #: blue-ward so that it covers the DECam filter curves.
@@ -47,7 +48,7 @@ _TEMPLATE_LINES = (1216.0, 1549.0, 1640.0, 1909.0, 2326.0, 2800.0, 3346.0, 3426.
                    3869.0, 3889.0, 3970.0, 4102.0, 4341.0, 4363.0, 4686.0, 4862.0, 4960.0,
                    5008.0, 5756.0, 5877.0, 6302.0, 6312.0, 6365.0, 6549.0, 6564.0, 6585.0,
                    6680.0, 6718.0, 6733.0, 7067.0, 7137.0, 7322.0, 7332.0, 7753.0, 9071.0,
-                   9533.0, 10052.0, 10833.0, 10941.0)
+                   9533.0, 10052.0, 10833.0, 10941.0, 12822.0, 18756.0, 19451.0, 21661.0)
 # Half width of a cleaned window, relative to the wavelength (template resolution R ~ 1100).
 _HALF_WIDTH = 0.0045
 
