@@ -70,7 +70,9 @@ def model_wavelength():
     True
     """
     n = int(round((MODEL_WAVE_MAX - MODEL_WAVE_MIN) / grid.WAVE_STEP)) + 1
-    return MODEL_WAVE_MIN + grid.WAVE_STEP * np.arange(n, dtype=np.float64)
+    first = -int(round((grid.WAVE_MIN - MODEL_WAVE_MIN) / grid.WAVE_STEP))
+    # same formula as the DESI grid, so that the shared pixels are bit-identical
+    return grid.WAVE_MIN + grid.WAVE_STEP * np.arange(first, first + n, dtype=np.float64)
 
 
 def desi_slice():
