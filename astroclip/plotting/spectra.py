@@ -122,8 +122,9 @@ def plot_reconstruction(flux, prediction, hidden, *, wavelength=None, redshift=N
     ax.plot(wavelength, smoothed, color="k", lw=0.9, label=f"truth ({smooth}-pixel mean)")
     ax.plot(wavelength, shown, color="C3", lw=1.0, label="prediction (masked regions)")
     ax.set_xlim(wavelength[0], wavelength[-1])
-    lo, hi = np.nanpercentile(np.concatenate([flux, shown[hidden]]), [0.5, 99.5])
-    pad = 0.1 * (hi - lo + 1e-9)
+    # limits from the smoothed truth and the prediction, so that noise does not flatten them
+    lo, hi = np.nanpercentile(np.concatenate([smoothed, shown[hidden]]), [0.5, 99.5])
+    pad = 0.35 * (hi - lo + 1e-9)
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(r"wavelength [$\AA$]")
     ax.set_ylabel(r"flux [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$]")

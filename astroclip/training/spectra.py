@@ -297,6 +297,8 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
         val_set = _as_dataset(data, "val")
     else:
         val_set = None
+    if val_set is not None and len(val_set) == 0:
+        val_set = None
     period = max(1, min(1000, max_steps // 10))
     checkpoint_every = period if checkpoint_every is None else int(checkpoint_every)
     val_every = period if val_every is None else int(val_every)
