@@ -124,7 +124,8 @@ def render_images(pop, flux_bulge, flux_disc, rngs, *, size=grid.IMAGE_SIZE, nei
         Mean number of neighbouring sources per stamp (Poisson); 0 for none.
     neighbour_pool : tuple of ndarray, optional
         ``(flux (m, 3), re_arcsec (m,), is_bulge (m,))`` of galaxies to draw neighbours
-        from (defaults to the galaxies of this call).
+        from (default: the real SDSS galaxies of the population at their own redshifts,
+        `neighbour_pool`).
     noise : bool, optional
         Add sky and photon noise (False gives the noiseless, PSF-convolved stamps).
     batch : int, optional
@@ -140,9 +141,8 @@ def render_images(pop, flux_bulge, flux_disc, rngs, *, size=grid.IMAGE_SIZE, nei
     ky, kx, k2, pix = _frequencies(size)
     psf, noise_sigma = draw_observing_conditions(rngs)
     offset = np.array([r.uniform(-0.5, 0.5, 2) for r in rngs]).reshape(-1, 2)
-    if neighbour_pool is None:
-        neighbour_pool = (flux_bulge + flux_disc, np.maximum(pop["re_disc"], pop["re_bulge"]),
-                          pop["bulge_frac"] > 0.5)
+    if neighbour_pool is None and neighbours > 0:
+        neighbour_pool = default_neighbour_pool()
     neigh = [_draw_neighbours(r, neighbours, size, neighbour_pool,
                               (flux_bulge + flux_disc)[i, 1]) for i, r in enumerate(rngs)]
     centre = size // 2
@@ -190,6 +190,26 @@ def render_images(pop, flux_bulge, flux_disc, rngs, *, size=grid.IMAGE_SIZE, nei
     info = {"psf_sigma": psf, "noise_sigma": noise_sigma, "offset": offset,
             "n_neighbours": np.array([len(s) for s in neigh])}
     return out, info
+
+
+@functools.lru_cache(maxsize=1)
+def default_neighbour_pool():
+    """Colours, sizes and types of field galaxies used as neighbours.
+
+    The real SDSS galaxies of the population at their own redshifts: DECam g, r, z
+    of their fitted SEDs, half-light radius from the late-type (star-forming) or
+    early-type (quenched) size-mass relation of Shen et al. (2003).
+    """
+    from .population import (_interp_tables, _interp_z, population_model, shen_early_re_kpc,
+                             shen_late_re_kpc)
+
+    pop = population_model()
+    flux = np.einsum("nbk,nk->nb", _interp_z(pop.z_grid, pop.decam_tab, pop.z), pop.coeffs)
+    mstar = 10**pop.log_mstar
+    quenched = pop.sfr / mstar < 1e-11
+    re_kpc = np.where(quenched, shen_early_re_kpc(mstar), shen_late_re_kpc(mstar)[0])
+    _, da, _ = _interp_tables(pop.z)
+    return flux, re_kpc / (da * 1e3) * 206264.806, quenched
 
 
 def _draw_neighbours(rng, mean, size, pool, main_r_flux):

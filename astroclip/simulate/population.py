@@ -416,12 +416,12 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
     # second block of draws: everything else, fixed layout per galaxy
     u = np.array([r.random(8) for r in rngs])
     e = np.array([r.standard_normal(12) for r in rngs])
-    mstar = coeffs @ t.mremain
+    mstar = np.einsum("nk,k->n", coeffs, t.mremain)
     log_mstar = np.log10(mstar)
-    sfr_tmpl = coeffs @ t.m300 / 3e8
+    sfr_tmpl = np.einsum("nk,k->n", coeffs, t.m300) / 3e8
     sfr = sfr_tmpl + mstar * 10 ** (-12.0 + 0.3 * e[:, 0])   # residual SF of quiescent galaxies
     ssfr = sfr / mstar
-    z_star = (coeffs * t.mremain) @ t.mets / mstar
+    z_star = np.einsum("nk,k->n", coeffs * t.mremain, t.mets) / mstar
 
     # bulge-to-total mass fraction: mostly bulges when quenched, rising with mass
     quench = 1.0 / (1.0 + np.exp((np.log10(ssfr) + 10.8) / 0.25))

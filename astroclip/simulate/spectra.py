@@ -344,7 +344,9 @@ def _render_lines(lines, z, sigma_v, wave):
     cdf_lo = erf((edges_lo - centre[..., None]) * inv)
     cdf_hi = erf((edges_lo + step - centre[..., None]) * inv)
     prof = 0.5 * (cdf_hi - cdf_lo) / step * lines[..., None]      # flux density
-    inside = (pix >= 0) & (pix < npix)
+    # each line's own window (6 sigma), so that a galaxy does not depend on the batch
+    own = np.ceil(6 * sigma / step)[..., None] + 1
+    inside = (pix >= 0) & (pix < npix) & (np.abs(offs) <= own)
     flat = (np.arange(n)[:, None, None] * npix + np.clip(pix, 0, npix - 1))
     out = np.bincount(flat[inside], weights=prof[inside], minlength=n * npix)
     return out.reshape(n, npix)

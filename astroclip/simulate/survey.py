@@ -191,7 +191,7 @@ def generate_chunk(config, start, stop, *, pixels=True):
 def _generate(config, start, stop, *, pixels=True):
     """`generate_chunk` with the truth as a dict of arrays (no Table overhead)."""
     from .images import render_images
-    from .photometry import filter_weights
+    from .photometry import synthetic_nanomaggies
     from .population import draw_population, galaxy_rngs
     from .profiles import fibre_fraction, half_light_radius
     from .spectra import (EMISSION_LINES, desi_part, line_fluxes, milky_way_transmission,
@@ -203,18 +203,17 @@ def _generate(config, start, stop, *, pixels=True):
     lines = line_fluxes(pop)
     bulge, disc, emission = model_spectra(pop, lines, milky_way=False)
     disc += emission
-    weights = filter_weights()
-    intrinsic = (bulge + disc) @ weights
+    intrinsic = synthetic_nanomaggies(bulge + disc)
     mw = milky_way_transmission(pop["ebv"])
     bulge *= mw
     disc *= mw
-    flux_bulge = bulge @ weights
-    flux_disc = disc @ weights
+    flux_bulge = synthetic_nanomaggies(bulge)
+    flux_disc = synthetic_nanomaggies(disc)
     ff_bulge = fibre_fraction("dev", pop["re_bulge"], pop["q_bulge"], pop["seeing_fibre"])
     ff_disc = fibre_fraction("exp", pop["re_disc"], pop["q_disc"], pop["seeing_fibre"])
     fibre = bulge * ff_bulge[:, None]
     fibre += disc * ff_disc[:, None]
-    fibre_flux = fibre @ weights
+    fibre_flux = synthetic_nanomaggies(fibre)
     total = flux_bulge + flux_disc
     mw_trans = total / intrinsic
     # catalogue stellar mass: the truth with the error of an SED-fit estimate (PROVABGS-like,

@@ -147,7 +147,8 @@ class Templates:
         i0 += (np.arange(n) * nw)[:, None]
         out = []
         for coeffs in coeff_sets:
-            rest = (coeffs / (1.0 + redshift)[:, None]) @ self.flux    # (n, n_wave)
+            # einsum, not BLAS: a galaxy's spectrum must not depend on the batch size
+            rest = np.einsum("nk,kw->nw", coeffs / (1.0 + redshift)[:, None], self.flux)
             flat = rest.reshape(-1)
             lo = flat[i0]
             hi = flat[i0 + 1]
