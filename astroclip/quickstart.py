@@ -248,11 +248,8 @@ def _figures(out, survey, data, test, table, predictions, truth):
         fig = plot_embedding_map(data["embeddings"][modality][test],
                                  np.asarray(data["targets"]["Z"])[test], label="redshift")
         _save(fig, figs / f"embedding_map_{modality}.png")
-    try:
-        from .plotting.training import plot_loss_curve
-    except ImportError:  # pragma: no cover
-        return
+    from .plotting.training import plot_training_curves
+
     for run in ("spectrum_model", "image_model", "model"):
-        metrics = out / run / "logs" / "metrics.csv"
-        if metrics.exists():
-            _save(plot_loss_curve(metrics), figs / f"loss_{run}.png")
+        if (out / run / "logs" / "metrics.csv").exists():
+            _save(plot_training_curves(out / run), figs / f"training_{run}.png")
