@@ -139,7 +139,7 @@ def plot_training_curves(run, *, smooth=1, figsize=None):
 
 
 def plot_cross_modal_retrievals(images, spectra, image_embeddings, spectrum_embeddings, *,
-                                queries=None, n_queries=3, k=3, wavelength=None, smooth=9,
+                                queries=None, n_queries=3, k=3, wavelength=None, smooth=21,
                                 figsize=None):
     """Figure: query images and the spectra retrieved for them by cosine similarity.
 
