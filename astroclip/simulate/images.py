@@ -11,7 +11,7 @@ the Legacy Survey distribution (`astroclip.inputs.grid.PSF_SIGMA_LOGNORMAL`), an
 brought back with one inverse real FFT per band.  The total flux of a noiseless
 stamp is the catalogue flux exactly (light beyond the stamp wraps around).
 
-Noise: Gaussian sky noise with the per-band sigma drawn from
+Noise: Gaussian sky noise (`fast_normal`) with the per-band sigma drawn from
 `astroclip.inputs.grid.NOISE_SIGMA_LOGNORMAL`, plus the source's photon noise
 (gain set by the sky level of typical DECam skies).  Optionally, neighbouring
 galaxies and stars are added at random positions.
@@ -24,11 +24,12 @@ import numpy as np
 from ..inputs import grid
 from .profiles import fourier_profile_table
 
-__all__ = ["SKY_MAG_ARCSEC2", "render_images", "draw_observing_conditions"]
+__all__ = ["SKY_MAG_ARCSEC2", "render_images", "draw_observing_conditions", "fast_normal",
+           "default_neighbour_pool"]
 
 #: Typical DECam sky surface brightness (AB mag / arcsec^2) in g, r, z (DECaLS, Dey et al. 2019).
 SKY_MAG_ARCSEC2 = {"g": 22.04, "r": 20.91, "z": 18.46}
-_KAPPA_STEP = 0.01
+_KAPPA_STEP = 0.0025
 _PIXEL = grid.PIXEL_SCALE.to_value("arcsec")
 
 
@@ -82,20 +83,36 @@ def _component_ft(kind, re_pix, q, pa_deg, ky, kx):
     pos += qa * (kxx * kxx)
     pos += qc * (kyy * kyy)
     np.sqrt(pos, out=pos)
-    np.minimum(pos, np.float32(table.size - 2), out=pos)
-    i0 = pos.astype(np.int32)
-    pos -= i0
-    lo = table[i0]
-    hi = table[i0 + 1]
-    hi -= lo
-    hi *= pos
-    hi += lo
-    return hi
+    pos += np.float32(0.5)
+    np.minimum(pos, np.float32(table.size - 1), out=pos)
+    # nearest entry of a finely sampled table (step 0.0025 r_e^-1; F(0) = 1 exactly)
+    return table[pos.astype(np.int32)]
 
 
 @functools.lru_cache(maxsize=None)
 def _table32(kind):
-    return fourier_profile_table(kind).astype(np.float32)
+    return fourier_profile_table(kind, step=_KAPPA_STEP).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_table():
+    """65536 equiprobable standard-normal quantiles, rescaled to unit variance."""
+    from scipy.special import ndtri
+
+    table = ndtri((np.arange(65536) + 0.5) / 65536)
+    return (table / table.std()).astype(np.float32)
+
+
+def fast_normal(rng, shape):
+    """Standard-normal float32 noise from random 16-bit quantile indices.
+
+    About three times faster than the ziggurat for image-sized arrays; the
+    distribution is the normal one quantised to 65536 equiprobable levels
+    (exact unit variance, tails cut beyond 4.3 sigma).
+    """
+    n = int(np.prod(shape))
+    idx = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
+    return _normal_table()[idx].reshape(shape)
 
 
 def _phase(x0, y0, ky, kx):
@@ -150,28 +167,37 @@ def render_images(pop, flux_bulge, flux_disc, rngs, *, size=grid.IMAGE_SIZE, nei
     for start in range(0, n, batch):
         sl = slice(start, min(start + batch, n))
         m = sl.stop - sl.start
-        ph = _phase(centre + offset[sl, 0], centre + offset[sl, 1], ky, kx)
         fb = _component_ft("dev", pop["re_bulge"][sl] / _PIXEL, pop["q_bulge"][sl],
                            pop["pa"][sl], ky, kx)
         fd = _component_ft("exp", pop["re_disc"][sl] / _PIXEL, pop["q_disc"][sl],
                            pop["pa"][sl], ky, kx)
-        # PSF (Gaussian) times pixel response, per band
-        tr = np.exp(np.float32(-2 * np.pi**2) * psf[sl, :, None, None].astype(np.float32) ** 2
-                    * k2) * pix
+        # Gaussian PSF x pixel response x centring phase: separable in (ky, kx)
+        a = -2 * np.pi**2 * psf[sl] ** 2                              # (m, 3)
+        fy = np.exp(a[:, :, None] * ky**2) * np.sinc(ky) * \
+            np.exp(-2j * np.pi * np.outer(centre + offset[sl, 1], ky))[:, None, :]
+        fx = np.exp(a[:, :, None] * kx**2) * np.sinc(kx) * \
+            np.exp(-2j * np.pi * np.outer(centre + offset[sl, 0], kx))[:, None, :]
+        fy = fy.astype(np.complex64)
+        fx = fx.astype(np.complex64)
         spec = np.empty((m, 3) + k2.shape, dtype=np.complex64)
         fbb = flux_bulge[sl].astype(np.float32)
         fdd = flux_disc[sl].astype(np.float32)
         for b in range(3):
             band = fb * fbb[:, b, None, None]
             band += fd * fdd[:, b, None, None]
-            np.multiply(band, ph, out=spec[:, b])
+            np.multiply(band, fy[:, b, :, None] * fx[:, b, None, :], out=spec[:, b])
         for j in range(m):
-            for src in neigh[start + j]:
-                x0, y0, re, q, pa, kind, fl = src
+            srcs = neigh[start + j]
+            if not srcs:
+                continue
+            extra = np.zeros((3,) + k2.shape, dtype=np.complex64)
+            for x0, y0, re, q, pa, kind, fl in srcs:
                 ft = _component_ft(kind, np.array([re]), np.array([q]), np.array([pa]), ky, kx)
                 ft = ft[0] * _phase(np.array([x0]), np.array([y0]), ky, kx)[0]
-                spec[j] += fl.astype(np.float32)[:, None, None] * ft[None]
-        spec *= tr
+                extra += fl.astype(np.float32)[:, None, None] * ft[None]
+            # PSF and pixel response of this stamp (no centring phase)
+            g = np.exp(-2 * np.pi**2 * psf[start + j, :, None, None] ** 2 * k2) * pix
+            spec[j] += extra * g.astype(np.float32)
         out[sl] = np.fft.irfft2(spec, s=(size, size), axes=(-2, -1))
     if noise:
         sky_pix = np.array([10 ** (-0.4 * (SKY_MAG_ARCSEC2[b] - 22.5)) * _PIXEL**2
@@ -180,7 +206,7 @@ def render_images(pop, flux_bulge, flux_disc, rngs, *, size=grid.IMAGE_SIZE, nei
         sig2 = (noise_sigma**2).astype(np.float32)
         inv_gain = (1.0 / gain).astype(np.float32)
         for i, rng in enumerate(rngs):
-            field = rng.standard_normal((3, size, size), dtype=np.float32)
+            field = fast_normal(rng, (3, size, size))
             var = np.maximum(out[i], 0.0)
             var *= inv_gain[i, :, None, None]
             var += sig2[i, :, None, None]

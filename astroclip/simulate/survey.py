@@ -188,8 +188,21 @@ def generate_chunk(config, start, stop, *, pixels=True):
     return arrays, truth
 
 
-def _generate(config, start, stop, *, pixels=True):
-    """`generate_chunk` with the truth as a dict of arrays (no Table overhead)."""
+def _generate(config, start, stop, *, pixels=True, timings=None):
+    """`generate_chunk` with the truth as a dict of arrays (no Table overhead).
+
+    ``timings``, a dict, accumulates the CPU time (s) of each stage (benchmarks).
+    """
+    import time
+
+    clock = [time.process_time()]
+
+    def tick(stage):
+        if timings is not None:
+            now = time.process_time()
+            timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+            clock[0] = now
+
     from .images import render_images
     from .photometry import synthetic_nanomaggies
     from .population import draw_population, galaxy_rngs
@@ -200,6 +213,7 @@ def _generate(config, start, stop, *, pixels=True):
     index = np.arange(int(start), int(stop))
     rngs = galaxy_rngs(config.seed, index)
     pop = draw_population(rngs, **config.limits)
+    tick("population")
     lines = line_fluxes(pop)
     bulge, disc, emission = model_spectra(pop, lines, milky_way=False)
     disc += emission
@@ -221,6 +235,7 @@ def _generate(config, start, stop, *, pixels=True):
     rmag = 22.5 - 2.5 * np.log10(intrinsic[:, 1])
     mstar_err = np.clip(MSTAR_ERR_DEX * 10 ** (0.2 * (rmag - 18.0)), 0.05, 0.3)
     log_mstar_cat = pop["log_mstar"] + mstar_err * pop["mstar_err_normal"]
+    tick("model spectra + photometry")
 
     sq_d, sq_b = np.sqrt(pop["q_disc"]), np.sqrt(pop["q_bulge"])
     r_half = half_light_radius(flux_disc[:, 1], pop["re_disc"] * sq_d,
@@ -230,6 +245,7 @@ def _generate(config, start, stop, *, pixels=True):
     f_tr, f_val, _ = config.split
     split = np.where(pop["split_u"] < f_tr, 0, np.where(pop["split_u"] < f_tr + f_val, 1, 2))
 
+    tick("sizes + catalogue")
     cols = {
         "TARGETID": index.astype(np.int64), "RA": pop["ra"], "DEC": pop["dec"],
         "SPLIT": split.astype(np.int8),
@@ -259,8 +275,10 @@ def _generate(config, start, stop, *, pixels=True):
     if pixels:
         flux, ivar, exptime = observe_spectra(desi_part(fibre), rngs, exptime=config.exptime,
                                               mask_rate=config.mask_rate)
+        tick("spectra noise")
         images, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
                                      neighbours=config.neighbours)
+        tick("images")
         arrays = {"flux": flux, "ivar": ivar, "image": images}
         cols["EXPTIME"] = exptime
         for j, band in enumerate(grid.BANDS):

@@ -144,18 +144,25 @@ class Templates:
                              f"z={redshift.min():.3g}..{redshift.max():.3g}")
         i0 = np.minimum(pos.astype(np.intp), nw - 2)
         w = pos - i0
-        i0 += (np.arange(n) * nw)[:, None]
+        # only the rest-frame pixels these redshifts need (same values whatever the batch)
+        lo, hi = int(i0.min()), int(i0.max()) + 2
+        width = hi - lo
+        i0 += (np.arange(n) * width)[:, None] - lo
+        templates = self.flux[:, lo:hi]
         out = []
         for coeffs in coeff_sets:
-            # einsum, not BLAS: a galaxy's spectrum must not depend on the batch size
-            rest = np.einsum("nk,kw->nw", coeffs / (1.0 + redshift)[:, None], self.flux)
+            c = coeffs / (1.0 + redshift)[:, None]
+            # explicit sum over templates (no BLAS): a galaxy does not depend on the batch
+            rest = c[:, :1] * templates[0]
+            for k in range(1, self.n_templates):
+                rest += c[:, k:k + 1] * templates[k]
             flat = rest.reshape(-1)
-            lo = flat[i0]
-            hi = flat[i0 + 1]
-            hi -= lo
-            hi *= w
-            hi += lo
-            out.append(hi)
+            lo_v = flat[i0]
+            hi_v = flat[i0 + 1]
+            hi_v -= lo_v
+            hi_v *= w
+            hi_v += lo_v
+            out.append(hi_v)
         return out
 
 
