@@ -256,7 +256,7 @@ def nnls_batch(a, b):
     >>> from astroclip.simulate.population import nnls_batch
     >>> a = np.array([[[1.0, 0.0], [0.0, 1.0]]]); b = np.array([[2.0, -1.0]])
     >>> x, chi2 = nnls_batch(a, b)
-    >>> x.tolist(), chi2.tolist()
+    >>> np.round(x, 9).tolist(), np.round(chi2, 9).tolist()
     ([[2.0, 0.0]], [1.0])
     """
     import itertools

@@ -325,7 +325,8 @@ def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
     --------
     >>> from astroclip.simulate import simulate_catalog
     >>> cat = simulate_catalog(5, seed=1)
-    >>> len(cat), bool((22.5 - 2.5 * np.log10(cat["FLUX_R"]) < 19.5001).all())
+    >>> r0 = 22.5 - 2.5 * np.log10(cat["FLUX_R"] / cat["MW_TRANSMISSION_R"])  # dereddened
+    >>> len(cat), bool((r0 < 19.5001).all())
     (5, True)
     """
     from astropy.table import vstack
