@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .survey import LABEL_NAMES, SurveyConfig, _generate
+from .survey import LABEL_NAMES, SurveyConfig, _generate, survey_splits
 
 __all__ = ["MockSurveyDataset"]
 
@@ -43,7 +43,7 @@ class MockSurveyDataset(torch.utils.data.Dataset):
 
     def __init__(self, n, *, seed=0, labels=None, split=None, **options):
         from .population import population_model
-        from .survey import _check_n, simulate_catalog
+        from .survey import _check_n
 
         self.n = _check_n(n)
         self.config = SurveyConfig.from_options(seed=seed, **options)
@@ -64,9 +64,7 @@ class MockSurveyDataset(torch.utils.data.Dataset):
             from ..data.hdf5 import split_codes
 
             code = int(split_codes(split))
-            cat = simulate_catalog(self.n, seed=self.config.seed,
-                                   **{k: v for k, v in vars(self.config).items() if k != "seed"})
-            self._index = np.flatnonzero(np.asarray(cat["SPLIT"]) == code)
+            self._index = np.flatnonzero(survey_splits(self.config, self.n) == code)
 
     def __len__(self):
         return self.n if self._index is None else self._index.size

@@ -19,7 +19,7 @@ import numpy as np
 from ..inputs import grid
 
 __all__ = ["SurveyConfig", "generate_chunk", "simulate_catalog", "simulate_survey",
-           "LABEL_NAMES", "TRUTH_UNITS"]
+           "LABEL_NAMES", "TRUTH_UNITS", "survey_splits"]
 
 #: Truth columns written as ``labels/<NAME>`` in the HDF5 file, with their units.
 TRUTH_UNITS = {
@@ -244,6 +244,7 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
     line_index = {name: j for j, name in enumerate(EMISSION_LINES)}
     f_tr, f_val, _ = config.split
     split = np.where(pop["split_u"] < f_tr, 0, np.where(pop["split_u"] < f_tr + f_val, 1, 2))
+    # (survey_splits computes the same codes from the population draws alone)
 
     tick("sizes + catalogue")
     cols = {
@@ -289,6 +290,28 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
         if name in cols:
             cols[name] = np.asarray(cols[name], dtype=np.float64)
     return arrays, cols
+
+
+def survey_splits(config, n, *, chunk_size=4096):
+    """Split codes (0 train, 1 val, 2 test) of galaxies ``0 .. n-1`` (population draws only).
+
+    Examples
+    --------
+    >>> from astroclip.simulate.survey import SurveyConfig, survey_splits
+    >>> codes = survey_splits(SurveyConfig(seed=0), 50)
+    >>> codes.shape, set(codes.tolist()) <= {0, 1, 2}
+    ((50,), True)
+    """
+    from .population import draw_population, galaxy_rngs
+
+    f_tr, f_val, _ = config.split
+    out = np.empty(n, dtype=np.int8)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        u = draw_population(galaxy_rngs(config.seed, range(start, stop)),
+                            **config.limits)["split_u"]
+        out[start:stop] = np.where(u < f_tr, 0, np.where(u < f_tr + f_val, 1, 2))
+    return out
 
 
 def _check_n(n):
@@ -451,9 +474,34 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     with PairedDatasetWriter(out, overwrite=overwrite, label_names=LABEL_NAMES,
                              image_size=config.image_size, attrs=attrs) as writer, \
             tqdm(total=n, disable=not progress, unit="gal", desc="simulate") as bar:
+        # rows are appended in blocks of a fixed size, whatever chunk_size and workers, so
+        # that the HDF5 chunk allocation - and hence the file's bytes - is always the same
+        buffer = []
         for arrays, truth in _iter_chunks(config, n, int(chunk_size), int(workers)):
-            writer.append(targetid=truth["TARGETID"], ra=truth["RA"], dec=truth["DEC"],
-                          flux=arrays["flux"], ivar=arrays["ivar"], image=arrays["image"],
-                          split=truth["SPLIT"], labels={k: truth[k] for k in LABEL_NAMES})
+            buffer.append((arrays, truth))
+            while sum(len(t) for _, t in buffer) >= _APPEND_ROWS:
+                buffer = _append_block(writer, buffer, _APPEND_ROWS)
             bar.update(len(truth))
+        while buffer:
+            buffer = _append_block(writer, buffer, sum(len(t) for _, t in buffer))
     return Path(out)
+
+
+_APPEND_ROWS = 64
+
+
+def _append_block(writer, buffer, rows):
+    """Append the first ``rows`` buffered rows; return the rest of the buffer."""
+    from astropy.table import vstack
+
+    arrays = {k: np.concatenate([a[k] for a, _ in buffer]) for k in ("flux", "ivar", "image")}
+    truth = vstack([t for _, t in buffer], metadata_conflicts="silent") if len(buffer) > 1 \
+        else buffer[0][1]
+    writer.append(targetid=truth["TARGETID"][:rows], ra=truth["RA"][:rows],
+                  dec=truth["DEC"][:rows], flux=arrays["flux"][:rows],
+                  ivar=arrays["ivar"][:rows], image=arrays["image"][:rows],
+                  split=truth["SPLIT"][:rows],
+                  labels={k: truth[k][:rows] for k in LABEL_NAMES})
+    if rows == len(truth):
+        return []
+    return [({k: v[rows:] for k, v in arrays.items()}, truth[rows:])]

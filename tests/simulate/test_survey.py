@@ -49,6 +49,9 @@ def test_same_seed_same_bytes_any_workers(survey_file, tmp_path):
         assert a1[key].tobytes() == a2[key].tobytes()
     for name in t1.colnames:
         assert np.array_equal(np.asarray(t1[name]), np.asarray(t2[name]))
+    # and the very same file bytes
+    assert hashlib.sha256(survey_file.read_bytes()).digest() == \
+        hashlib.sha256(other.read_bytes()).digest()
     different = tmp_path / "seed4.h5"
     simulate_survey(10, out=different, seed=4, progress=False, **OPTS)
     _, a3 = read_paired_dataset(different)
