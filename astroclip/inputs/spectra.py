@@ -228,20 +228,58 @@ def _operator(in_edges, out_edges):
     return op
 
 
-def _apply(op, flux_t, var_t, good_t):
+class _Workspace:
+    """Scratch arrays reused from chunk to chunk (one per thread).
+
+    Allocating and freeing several MB per chunk makes the C allocator hand the
+    memory back to the system and fault it in again, which cost more than the
+    arithmetic; named buffers are kept and handed out as contiguous views.
+    """
+
+    def __init__(self):
+        self._flat = {}
+
+    def get(self, name, shape, dtype=np.float32):
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.dtype != dtype or flat.size < size:
+            flat = self._flat[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
+
+
+try:  # the kernel behind ``csr_matrix @ dense``, called with our own output array
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # pragma: no cover - other scipy layouts
+    _csr_matvecs = None
+
+
+def _spmm(matrix, dense, out):
+    """``out[...] = matrix @ dense`` for a CSR matrix and C-contiguous float32 arrays."""
+    if _csr_matvecs is None or not (dense.flags.c_contiguous and out.flags.c_contiguous):
+        out[...] = matrix @ dense
+        return out
+    out.fill(0)
+    _csr_matvecs(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr,
+                 matrix.indices, matrix.data, dense.ravel(), out.ravel())
+    return out
+
+
+def _apply(op, flux_t, var_t, good_t, ws):
     """Resample one transposed chunk.
 
     ``flux_t``, ``var_t`` are float32 ``(n_in_sub, ch)`` with bad pixels already
     zeroed; ``good_t`` is the float32 0/1 weight. ``var_t=None`` means unit
-    variance on good pixels.  Returns flux and ivar, ``(n_out_sub, ch)``.
+    variance on good pixels.  Returns flux and ivar, ``(n_out_sub, ch)`` views of
+    ``ws`` buffers (valid until the next call with the same workspace).
     Where no good pixel overlaps, ``num = den = vnum = 0`` exactly, so dividing by
     ``max(den, tiny)`` gives 0 there without a mask.
     """
-    num = op.p32 @ flux_t
-    den = op.p32 @ good_t
-    vnum = op.p2_32 @ (good_t if var_t is None else var_t)
+    shape = (op.p32.shape[0], flux_t.shape[1])
+    num = _spmm(op.p32, flux_t, ws.get("num", shape))
+    den = _spmm(op.p32, good_t, ws.get("den", shape))
+    vnum = _spmm(op.p2_32, good_t if var_t is None else var_t, ws.get("vnum", shape))
     tiny = np.finfo(np.float32).tiny
-    safe = np.maximum(den, tiny)
+    safe = np.maximum(den, tiny, out=ws.get("safe", shape))
     np.divide(num, safe, out=num)
     np.multiply(den, den, out=den)
     np.maximum(vnum, tiny, out=vnum)
@@ -250,21 +288,31 @@ def _apply(op, flux_t, var_t, good_t):
 
 
 def _for_chunks(n_rows, work, n_jobs):
-    """Call ``work(start, stop)`` on consecutive row chunks, on ``n_jobs`` threads.
+    """Call ``work(start, stop, workspace)`` on consecutive row chunks, on ``n_jobs`` threads.
 
     The chunks write disjoint output rows, and numpy and scipy.sparse release the
-    GIL in the heavy calls, so threads scale; the first error is re-raised.
+    GIL in the heavy calls, so threads scale; each thread has its own
+    `_Workspace`; the first error is re-raised.
     """
+    import threading
+
     starts = range(0, n_rows, _CHUNK)
     if n_jobs is None or n_jobs <= 1 or n_rows <= _CHUNK:
+        ws = _Workspace()
         for start in starts:
-            work(start, min(start + _CHUNK, n_rows))
+            work(start, min(start + _CHUNK, n_rows), ws)
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    local = threading.local()
+
+    def run(start):
+        if not hasattr(local, "ws"):
+            local.ws = _Workspace()
+        work(start, min(start + _CHUNK, n_rows), local.ws)
+
     with ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
-        futures = [pool.submit(work, start, min(start + _CHUNK, n_rows)) for start in starts]
-        for future in futures:
+        for future in [pool.submit(run, start) for start in starts]:
             future.result()
 
 
@@ -399,9 +447,9 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
         if op.rows.stop == op.rows.start:
             continue
 
-        def work(start, stop, src=src, op=op, res_flux=res_flux, res_ivar=res_ivar):
-            flux_t, var_t, good_t, _ = src.chunk(start, stop, op.cols, count=False)
-            f_t, i_t = _apply(op, flux_t, var_t, good_t)
+        def work(start, stop, ws, src=src, op=op, res_flux=res_flux, res_ivar=res_ivar):
+            flux_t, var_t, good_t, _ = src.chunk(start, stop, op.cols, ws, count=False)
+            f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
             _transpose_into(res_flux, f_t, slice(start, stop), op.rows)
             _transpose_into(res_ivar, i_t, slice(start, stop), op.rows)
 
@@ -480,47 +528,57 @@ class _Source:
     def __len__(self):
         return len(self.flux)
 
-    def chunk(self, start, stop, cols, *, count=True):
+    def chunk(self, start, stop, cols, ws, *, count=True):
         """Rows ``start:stop``, pixels ``cols`` -> (flux_t, var_t, good_t, n_finite_flux).
 
-        Everything is transposed to ``(pixels, rows)``, float32, in ``FLUX_UNIT``;
-        ``var_t`` is None without an uncertainty; bad pixels are zeroed.
+        Everything is transposed to ``(pixels, rows)``, float32, in ``FLUX_UNIT``, in
+        buffers of the workspace ``ws``; ``var_t`` is None without an uncertainty;
+        bad pixels are zeroed; ``good_t`` is their float32 0/1 weight.
         """
+        shape = (cols.stop - cols.start, stop - start)
+        flux_t = ws.get("flux", shape)
+        raw = self.flux[start:stop, cols].T
         # with a unit conversion, convert in float64 first: raw values in other units
         # (e.g. variances in (erg/s/cm2/Hz)^2 ~ 1e-59) do not fit in float32
         if self.flux_factor is None:
-            flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float32, order="C")
+            np.copyto(flux_t, raw, casting="unsafe")
         else:
-            flux_t = np.array(self.flux[start:stop, cols].T, dtype=np.float64, order="C")
-            flux_t *= self.flux_factor[cols][:, None]
-            flux_t = flux_t.astype(np.float32)
-        n_finite = np.isfinite(flux_t).sum(axis=0) if count else None
+            f64 = ws.get("f64", shape, np.float64)
+            np.copyto(f64, raw, casting="unsafe")
+            f64 *= self.flux_factor[cols][:, None]
+            np.copyto(flux_t, f64, casting="unsafe")
+        good = ws.get("good", shape, bool)
+        n_finite = np.isfinite(flux_t, out=good).sum(axis=0) if count else None
         var_t = None
         if self.unc_kind is None:
-            good = np.isfinite(flux_t)
+            np.isfinite(flux_t, out=good)
         else:
-            dtype = np.float32 if self.unc_factor is None else np.float64
-            var_t = np.array(self.unc[start:stop, cols].T, dtype=dtype, order="C")
-            if np.fmin.reduce(var_t, axis=None) < 0:
-                row = start + int(np.flatnonzero((var_t < 0).any(axis=0))[0])
+            var_t = ws.get("var", shape)
+            raw = self.unc[start:stop, cols].T
+            work = var_t if self.unc_factor is None else ws.get("f64", shape, np.float64)
+            np.copyto(work, raw, casting="unsafe")
+            if np.fmin.reduce(work, axis=None) < 0:
+                row = start + int(np.flatnonzero((work < 0).any(axis=0))[0])
                 what = {"ivar": "inverse variance", "var": "variance",
                         "std": "standard deviation"}[self.unc_kind]
                 raise ValueError(f"spectrum {row} has negative {what} values; uncertainties "
                                  "must be >= 0 (mark bad pixels with the mask, or ivar = 0)")
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 if self.unc_kind == "ivar":
-                    np.reciprocal(var_t, out=var_t)
+                    np.reciprocal(work, out=work)
                 elif self.unc_kind == "std":
-                    np.multiply(var_t, var_t, out=var_t)
+                    np.multiply(work, work, out=work)
                 if self.unc_factor is not None:
-                    var_t *= (self.unc_factor[cols] ** 2)[:, None]
-                    var_t = var_t.astype(np.float32)
+                    work *= (self.unc_factor[cols] ** 2)[:, None]
+                    np.copyto(var_t, work, casting="unsafe")
                 # one pass for both: NaN or inf in either makes the sum non-finite
                 # (ivar = 0 gave var = inf)
-                good = np.isfinite(flux_t + var_t)
+                total = np.add(flux_t, var_t, out=ws.get("tmp", shape))
+                np.isfinite(total, out=good)
         if self.mask is not None:
-            good &= ~np.asarray(self.mask[start:stop, cols].T)
-        bad = ~good
+            bad = np.logical_not(self.mask[start:stop, cols].T, out=ws.get("bad", shape, bool))
+            good &= bad
+        bad = np.logical_not(good, out=ws.get("bad", shape, bool))
         if var_t is not None:
             if np.fmin.reduce(var_t, axis=None) == 0:
                 zero = good & (var_t == 0)
@@ -531,7 +589,9 @@ class _Source:
                                      "uncertainties or mask those pixels")
             np.copyto(var_t, 0, where=bad)
         np.copyto(flux_t, 0, where=bad)
-        return flux_t, var_t, good.astype(np.float32), n_finite
+        good_t = ws.get("goodf", shape)
+        np.copyto(good_t, good)
+        return flux_t, var_t, good_t, n_finite
 
 
 # --------------------------------------------------------------------------------------
@@ -1059,7 +1119,7 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_
     lo = min(op.rows.start for op in g_ops)
     hi = max(op.rows.stop for op in g_ops)
 
-    def work(start, stop):
+    def work(start, stop, ws):
         ch = stop - start
         if contiguous:
             rows = slice(g.out_rows.start + start, g.out_rows.start + stop)
@@ -1072,31 +1132,33 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_
         if single:
             arm, op = g.arms[0], g_ops[0]
             if op.rows.stop > op.rows.start:
-                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols)
-                f_t, i_t = _apply(op, flux_t, var_t, good_t)
+                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols, ws)
+                f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
                 if not arm.ivar_known:
-                    i_t = (i_t > 0).astype(np.float32)
+                    np.copyto(i_t, i_t > 0)
                 _transpose_into(target_f, f_t, dest, op.rows)
                 _transpose_into(target_i, i_t, dest, op.rows)
                 _count(rows, good_t, fin, n_masked, n_finite, n_good)
         else:
-            sum_w = np.zeros((hi - lo, ch), np.float32)
-            sum_wf = np.zeros_like(sum_w)
+            sum_w = ws.get("sum_w", (hi - lo, ch))
+            sum_wf = ws.get("sum_wf", (hi - lo, ch))
+            sum_w.fill(0)
+            sum_wf.fill(0)
             for arm, op in zip(g.arms, g_ops):
                 if op.rows.stop == op.rows.start:
                     continue
-                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols)
-                f_t, i_t = _apply(op, flux_t, var_t, good_t)
+                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols, ws)
+                f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
                 part = slice(op.rows.start - lo, op.rows.stop - lo)
                 sum_w[part] += i_t
                 f_t *= i_t
                 sum_wf[part] += f_t
                 _count(rows, good_t, fin, n_masked, n_finite, n_good)
             # where no arm has data, sum_wf = sum_w = 0: dividing by tiny gives 0
-            comb_f = np.divide(sum_wf, np.maximum(sum_w, np.finfo(np.float32).tiny),
-                               out=sum_wf)
+            safe = np.maximum(sum_w, np.finfo(np.float32).tiny, out=ws.get("safe", sum_w.shape))
+            comb_f = np.divide(sum_wf, safe, out=sum_wf)
             if not g.arms[0].ivar_known:
-                sum_w = (sum_w > 0).astype(np.float32)
+                np.copyto(sum_w, sum_w > 0)
             _transpose_into(target_f, comb_f, dest, slice(lo, hi))
             _transpose_into(target_i, sum_w, dest, slice(lo, hi))
         if not contiguous:
