@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from astroclip.models.clip import retrieval_accuracy

@@ -368,8 +368,7 @@ class Augment:
         return x
 
     def __repr__(self):
-        names = [getattr(s, "__name__", None) or getattr(getattr(s, "func", None), "__name__", repr(s))
-                 for s in self.steps]
+        names = [getattr(s, "__name__", None) or repr(s) for s in self.steps]
         return f"Augment([{', '.join(names)}])"
 
 

@@ -133,8 +133,9 @@ def clip_loss(image_embeddings, spectrum_embeddings, *, logit_scale=LOGIT_SCALE,
     world, rank = _dist() if gather else (1, 0)
     b = image_embeddings.shape[0]
     if b * world < 2:
-        raise ValueError(f"a contrastive batch needs at least 2 pairs (got {b * world}): each pair's "
-                         "negatives are the other pairs of the batch; use a larger batch or dataset")
+        raise ValueError(f"a contrastive batch needs at least 2 pairs (got {b * world}): each "
+                         "pair's negatives are the other pairs of the batch; use a larger batch "
+                         "or dataset")
     zi = F.normalize(image_embeddings.float(), dim=-1, eps=eps)
     zs = F.normalize(spectrum_embeddings.float(), dim=-1, eps=eps)
     if world > 1:
@@ -276,9 +277,10 @@ class AstroCLIP(nn.Module):
         spectrum = _resolve_spectrum(spectrum or {}, self.image_encoder.embed_dim)
         self.spectrum_encoder = SpectrumEmbedder(**spectrum)
         if self.spectrum_encoder.pooling.embed_dim != self.image_encoder.embed_dim:
-            raise ValueError(f"the spectrum head embeds into {self.spectrum_encoder.pooling.embed_dim} "
-                             f"dimensions but the image head into {self.image_encoder.embed_dim}; "
-                             "give both the same embed_dim")
+            raise ValueError(f"the spectrum head embeds into "
+                             f"{self.spectrum_encoder.pooling.embed_dim} dimensions but the image "
+                             f"head into {self.image_encoder.embed_dim}; give both the same "
+                             "embed_dim")
         self.logit_scale = float(logit_scale)
         self.norm_eps = float(norm_eps)
         self.embed_dim = self.image_encoder.embed_dim
@@ -304,7 +306,8 @@ class AstroCLIP(nn.Module):
         spectrum_encoder : `~astroclip.models.spectrum.SpectrumEmbedder`
         """
         if not isinstance(image_encoder, ImageEncoder):
-            raise TypeError(f"image_encoder must be an ImageEncoder, got {type(image_encoder).__name__}")
+            raise TypeError("image_encoder must be an ImageEncoder, got "
+                            f"{type(image_encoder).__name__}")
         if not isinstance(spectrum_encoder, SpectrumEmbedder):
             raise TypeError("spectrum_encoder must be a SpectrumEmbedder, got "
                             f"{type(spectrum_encoder).__name__}")

@@ -153,8 +153,8 @@ class ResNet(nn.Module):
     def _make_layer(self, planes, blocks, stride=1):
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(_conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
-                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
+            out = planes * Bottleneck.expansion
+            downsample = nn.Sequential(_conv1x1(self.inplanes, out, stride), nn.BatchNorm2d(out))
         mods = [Bottleneck(self.inplanes, planes, stride=stride, downsample=downsample)]
         self.inplanes = planes * Bottleneck.expansion
         mods += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
@@ -211,8 +211,8 @@ class PatchEmbed(nn.Module):
                              f"{tuple(x.shape)}")
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"the ViT was built for {self.img_size}x{self.img_size} images, got "
-                             f"{x.shape[-2]}x{x.shape[-1]}; crop or resize the images (ImageEncoder "
-                             "centre-crops for you)")
+                             f"{x.shape[-2]}x{x.shape[-1]}; crop or resize the images "
+                             "(ImageEncoder centre-crops for you)")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -229,7 +229,8 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -518,7 +519,8 @@ def load_backbone_weights(model, source, *, include_head=True):
         own = {k: v for k, v in own.items() if not k.startswith("fc.")}
     if isinstance(model, VisionTransformer):
         # DINOv2 checkpoints may carry a head of the training objective: not the backbone's
-        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "dino_head.", "ibot_head."))}
+        heads = ("head.", "dino_head.", "ibot_head.")
+        sd = {k: v for k, v in sd.items() if not k.startswith(heads)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
@@ -535,8 +537,8 @@ def load_backbone_weights(model, source, *, include_head=True):
         hint = ""
         if any(k.startswith("fc.") for k in missing + unexpected + wrong):
             hint = (" The classifier/projection head differs: build the ResNet with the "
-                    "checkpoint's num_classes/mlp_hidden (MoCo v2: mlp_hidden=2048, num_classes=128) "
-                    "or pass include_head=False.")
+                    "checkpoint's num_classes/mlp_hidden (MoCo v2: mlp_hidden=2048, "
+                    "num_classes=128) or pass include_head=False.")
         raise ValueError(f"checkpoint does not fit this {type(model).__name__}: "
                          + "; ".join(parts) + ". It was made for another architecture; build the "
                          "model with the checkpoint's preset." + hint)
@@ -600,11 +602,13 @@ class ImageEncoder(nn.Module):
                  input_mapping="flux", head_heads=4, dropout=0.0):
         super().__init__()
         if backbone not in _BACKBONES:
-            raise ValueError(f"unknown image backbone {backbone!r}; choose one of {sorted(_BACKBONES)}")
+            raise ValueError(f"unknown image backbone {backbone!r}; choose one of "
+                             f"{sorted(_BACKBONES)}")
         if input_mapping not in ("flux", "color_map"):
             raise ValueError(f"input_mapping={input_mapping!r} must be 'flux' or 'color_map'")
         kwargs = dict(backbone_kwargs or {})
-        self.config = dict(backbone=backbone, backbone_kwargs=dict(kwargs), embed_dim=int(embed_dim),
+        self.config = dict(backbone=backbone, backbone_kwargs=dict(kwargs),
+                           embed_dim=int(embed_dim),
                            crop_size=None if crop_size is None else int(crop_size),
                            input_mapping=input_mapping, head_heads=int(head_heads),
                            dropout=float(dropout))
@@ -623,7 +627,8 @@ class ImageEncoder(nn.Module):
             self.backbone = VisionTransformer(**kwargs)
             self.crop_size = self.backbone.patch_embed.img_size
             if crop_size is not None and int(crop_size) != self.crop_size:
-                raise ValueError(f"crop_size={crop_size} differs from the ViT's img_size={self.crop_size}")
+                raise ValueError(f"crop_size={crop_size} differs from the ViT's "
+                                 f"img_size={self.crop_size}")
             # released image side: learned query over the patch tokens, MLP without residual
             self.cross_attention = CrossAttentionHead(
                 self.embed_dim, self.backbone.embed_dim, num_heads=head_heads, dropout=dropout,

@@ -66,13 +66,14 @@ def collate_pairs(items):
     if not isinstance(first, dict) or "image" not in first or "spectrum" not in first:
         keys = sorted(first) if isinstance(first, dict) else type(first).__name__
         raise ValueError(f"dataset items must be dicts with 'image' (3, H, W) and 'spectrum' "
-                         f"(7781,) entries (astroclip.data.datasets.PairedDataset items); got {keys}")
+                         f"(7781,) entries (astroclip.data.datasets.PairedDataset items); got "
+                         f"{keys}")
     out = {}
     for key in ("image", "spectrum"):
         shapes = {tuple(torch.as_tensor(it[key]).shape) for it in items}
         if len(shapes) > 1:
-            raise ValueError(f"dataset items have {key} arrays of different shapes {sorted(shapes)}; "
-                             "all items must share one shape")
+            raise ValueError(f"dataset items have {key} arrays of different shapes "
+                             f"{sorted(shapes)}; all items must share one shape")
         out[key] = torch.stack([torch.as_tensor(it[key], dtype=torch.float32) for it in items])
     for key in ("index", "targetid"):
         if key in first:
@@ -668,7 +669,8 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                              augment=augment, val_loss_batch=micro * world)
     if ckpt is not None:
         old = _checkpoint_hparams(ckpt)
-        if old.get("model_config") is not None and _plain(old["model_config"]) != _plain(model.config):
+        old_config = old.get("model_config")
+        if old_config is not None and _plain(old_config) != _plain(model.config):
             raise ValueError(f"{ckpt} was trained with another model configuration; use the same "
                              "preset/models to resume, or overwrite=True to start over")
     datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=seed,

@@ -35,8 +35,8 @@ def test_flips():
     assert torch.equal(A.random_flip(x, p=1.0), x.flip(-1).flip(-2))
     y = A.random_flip(x, generator=gen(1))
     for i in range(6):
-        assert any(torch.equal(y[i], v) for v in (x[i], x[i].flip(-1), x[i].flip(-2),
-                                                   x[i].flip(-1).flip(-2)))
+        options = (x[i], x[i].flip(-1), x[i].flip(-2), x[i].flip(-1).flip(-2))
+        assert any(torch.equal(y[i], v) for v in options)
 
 
 def test_rot90_each_image_is_a_rotation_and_seeded():
@@ -60,7 +60,8 @@ def test_arbitrary_rotation():
     # an elongated source changes orientation but keeps its flux and radial profile
     size = 41
     t = torch.arange(size, dtype=torch.float32) - size // 2
-    ell = torch.exp(-0.5 * (t.view(1, -1) ** 2 / 16 + t.view(-1, 1) ** 2 / 2)).expand(8, 3, size, size)
+    ell = torch.exp(-0.5 * (t.view(1, -1) ** 2 / 16 + t.view(-1, 1) ** 2 / 2))
+    ell = ell.expand(8, 3, size, size)
     y = A.random_rotation(ell, generator=gen(0))
     assert torch.allclose(y.sum((-2, -1)), ell.sum((-2, -1)), rtol=0.02)
     # bilinear interpolation widens the profile slightly (< 8 %)
@@ -85,7 +86,8 @@ def test_psf_blur_width_and_flux():
     y = A.psf_blur(x, sigma=2.0)
     assert torch.allclose(y.sum((-2, -1)), torch.ones(1, 3), atol=1e-5)
     # a 2D Gaussian of sigma s has <r^2> = 2 s^2
-    assert torch.allclose(second_moment(y[0]), torch.full((3,), 8.0, dtype=torch.float64), rtol=0.02)
+    expected = torch.full((3,), 8.0, dtype=torch.float64)
+    assert torch.allclose(second_moment(y[0]), expected, rtol=0.02)
     # drawn sigmas follow the survey distribution per band
     pts = torch.zeros(400, 3, 41, 41)
     pts[..., 20, 20] = 1.0
@@ -115,7 +117,8 @@ def test_redden():
     assert torch.equal(A.redden(x, ebv=0.0), x)
     y = A.redden(x, ebv=0.2)
     for i, band in enumerate(grid.BANDS):
-        assert float(y[0, i, 0, 0]) == pytest.approx(10 ** (-0.4 * 0.2 * A.EXTINCTION_COEFFICIENTS[band]))
+        expected = 10 ** (-0.4 * 0.2 * A.EXTINCTION_COEFFICIENTS[band])
+        assert float(y[0, i, 0, 0]) == pytest.approx(expected)
     # g is dimmed most, z least
     assert y[0, 0, 0, 0] < y[0, 1, 0, 0] < y[0, 2, 0, 0]
     r = A.redden(torch.ones(50, 3, 2, 2), generator=gen(0), ebv_range=(0.0, 0.1))
@@ -140,8 +143,8 @@ def test_jitter_crop():
     y = A.jitter_crop(x, 96, max_shift=5, generator=gen(0))
     offsets = set()
     for i in range(20):
-        found = [(t, l) for t in range(23, 34) for l in range(23, 34)
-                 if torch.equal(y[i], x[i, :, t:t + 96, l:l + 96])]
+        found = [(t, c) for t in range(23, 34) for c in range(23, 34)
+                 if torch.equal(y[i], x[i, :, t:t + 96, c:c + 96])]
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 5

@@ -6,11 +6,11 @@ import socket
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from astroclip.models import weights
 from astroclip.models.clip import (AstroCLIP, clip_logits, clip_loss, convert_astroclip,
                                    retrieval_accuracy)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -53,7 +53,8 @@ def test_loss_matches_equation_1(rng):
         assert float(got) == pytest.approx(reference_loss(zi, zs, s), rel=1e-5)
     # invariant to the embeddings' norm, sensitive to the pairing
     t_i, t_s = torch.tensor(zi), torch.tensor(zs)
-    assert float(clip_loss(3 * t_i, 0.5 * t_s)) == pytest.approx(float(clip_loss(t_i, t_s)), rel=1e-5)
+    ref = float(clip_loss(t_i, t_s))
+    assert float(clip_loss(3 * t_i, 0.5 * t_s)) == pytest.approx(ref, rel=1e-5)
     assert float(clip_loss(t_i, t_i)) < float(clip_loss(t_i, t_i.roll(1, 0)))
     # logits: image rows, spectrum columns
     assert clip_logits(t_i[:3], t_s[:3]).shape == (3, 3)
@@ -160,8 +161,8 @@ def test_paper_freezing_policy():
     model = tiny()
     frozen = _frozen_names(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(n.startswith("spectrum_encoder.pooling.") or n.startswith("image_encoder.backbone.fc.")
-               for n in trainable)
+    heads = ("spectrum_encoder.pooling.", "image_encoder.backbone.fc.")
+    assert all(n.startswith(heads) for n in trainable)
     assert any(n.startswith("spectrum_encoder.pooling.") for n in trainable)
     assert any(n.startswith("image_encoder.backbone.fc.") for n in trainable)
     assert "image_encoder.backbone.conv1.weight" in frozen

@@ -97,7 +97,8 @@ def test_torchvision_state_dict_loads_without_missing_keys(tmp_path):
     net = load_backbone_weights(resnet50(), path)
     got = net.state_dict()
     assert set(got) == set(sd)
-    for k in ("conv1.weight", "layer3.5.bn2.running_var", "layer4.0.downsample.0.weight", "fc.bias"):
+    for k in ("conv1.weight", "layer3.5.bn2.running_var", "layer4.0.downsample.0.weight",
+              "fc.bias"):
         assert torch.equal(got[k], sd[k]), k
     assert int(got["bn1.num_batches_tracked"]) == 7
 
