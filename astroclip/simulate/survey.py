@@ -471,8 +471,10 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")))
     attrs = {"source": "astroclip mock survey", "seed": int(config.seed),
              "options": repr(dataclasses.asdict(config))}
+    # no compression: noisy float32 pixels shrink by ~2% with lzf, at 3x the write time
     with PairedDatasetWriter(out, overwrite=overwrite, label_names=LABEL_NAMES,
-                             image_size=config.image_size, attrs=attrs) as writer, \
+                             image_size=config.image_size, attrs=attrs,
+                             compression=None) as writer, \
             tqdm(total=n, disable=not progress, unit="gal", desc="simulate") as bar:
         # rows are appended in blocks of a fixed size, whatever chunk_size and workers, so
         # that the HDF5 chunk allocation - and hence the file's bytes - is always the same
