@@ -27,6 +27,7 @@ _API = {
     "convert_to_paired": "astroclip.data.datasets",
     "simulate_survey": "astroclip.simulate",
     "MockSurveyDataset": "astroclip.simulate",
+    "simulate_catalog": "astroclip.simulate",
     "pretrain_spectra": "astroclip.training.spectra",
     "pretrain_images": "astroclip.training.images",
     "align": "astroclip.training.align",
