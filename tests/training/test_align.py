@@ -112,6 +112,16 @@ def test_short_run_learns_and_retrieves(tmp_path, toy):
         assert torch.allclose(again.encode_image(x), model.encode_image(x), atol=1e-6)
         assert torch.allclose(again.encode_spectrum(f), model.encode_spectrum(f), atol=1e-6)
     assert (tmp_path / "run" / "last.ckpt").is_file()
+    # the figures of the run
+    import matplotlib.pyplot as plt
+    from astroclip.plotting.training import plot_cross_modal_retrievals, plot_training_curves
+    fig = plot_training_curves(tmp_path / "run", smooth=3)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    with torch.no_grad():
+        zi, zs = model.encode_image(val.img), model.encode_spectrum(val.flux)
+    fig2 = plot_cross_modal_retrievals(val.img.numpy(), val.flux.numpy(), zi, zs, k=2)
+    assert len(fig2.axes) == 6
+    plt.close("all")
 
 
 def test_frozen_parameters_stay_unchanged(tmp_path, toy):
