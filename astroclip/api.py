@@ -72,7 +72,6 @@ def load_model(model=None, *, device="auto", download=True):
         return model.to(dev).eval()
     name = conf.default_model if model is None else model
     path = resolve_model_path(name, download=download)
-    import astroclip.models.clip  # noqa: F401  (registers the aligned model's class)
     key = (str(path.resolve()), os.stat(path / WEIGHTS_FILE).st_mtime_ns, str(dev))
     if key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)

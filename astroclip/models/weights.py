@@ -68,6 +68,8 @@ MODEL_CLASSES = {
     "SpectrumEmbedder": ("spectrum", "astroclip.models.spectrum:SpectrumEmbedder"),
     "CrossAttentionHead": ("head", "astroclip.models.heads:CrossAttentionHead"),
     "MLP": ("head", "astroclip.models.heads:MLP"),
+    "ImageEncoder": ("image", "astroclip.models.image:ImageEncoder"),
+    "AstroCLIP": ("clip", "astroclip.models.clip:AstroCLIP"),
 }
 
 
