@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - not installed from a git checkout
 # public name -> module that defines it
 _API = {
     "prepare_spectra": "astroclip.inputs.spectra",
+    "resample_flux_conserving": "astroclip.inputs.spectra",
     "PreparedSpectra": "astroclip.inputs.spectra",
     "read_desi_coadd": "astroclip.inputs.desi",
     "join_redshifts": "astroclip.inputs.desi",
@@ -31,6 +32,7 @@ _API = {
     "pretrain_spectra": "astroclip.training.spectra",
     "pretrain_images": "astroclip.training.images",
     "align": "astroclip.training.align",
+    "AstroCLIP": "astroclip.models.clip",
     "embed_spectrum": "astroclip.api",
     "embed_image": "astroclip.api",
     "embed_catalog": "astroclip.api",
