@@ -29,3 +29,5 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
 }
+automodsumm_inherited_members = False
+autodoc_inherit_docstrings = False
