@@ -36,8 +36,8 @@ from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..models.weights import CONFIG_FILE, load_model, save_model
 from ..data.augment import alignment_augment
-from .common import (build_train_loader, build_trainer, find_resume_checkpoint, resolve_dataset,
-                     warmup_cosine_scheduler)
+from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+                     resolve_dataset, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
@@ -454,11 +454,6 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
 # ================================================================== function
 
 
-def _checkpoint_hparams(path):
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return ckpt.get("hyper_parameters", {})
-
-
 def _plain(value):
     """Tuples -> lists, recursively (to compare configs with checkpointed ones)."""
     if isinstance(value, dict):
@@ -589,17 +584,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
     out = Path(out)
     if accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
-    ckpt = find_resume_checkpoint(out)
-    finished = (out / CONFIG_FILE).exists()
-    if ckpt is not None and not resume and not overwrite:
-        raise FileExistsError(f"{out} already holds a training run ({ckpt.name}); pass "
-                              "resume=True to continue it or overwrite=True to start over")
-    if finished and ckpt is None and not overwrite:
-        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}); choose another "
-                              "folder or pass overwrite=True")
-    if ckpt is not None and overwrite and not resume:
-        ckpt.unlink()
-        ckpt = None
+    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
 
     train_set = resolve_dataset(data, split="train")
     if val_data is not None:
@@ -668,7 +653,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                              min_lr_ratio=min_lr_ratio, gather_negatives=gather_negatives,
                              augment=augment, val_loss_batch=micro * world)
     if ckpt is not None:
-        old = _checkpoint_hparams(ckpt)
+        old = checkpoint_hparams(ckpt)
         old_config = old.get("model_config")
         if old_config is not None and _plain(old_config) != _plain(model.config):
             raise ValueError(f"{ckpt} was trained with another model configuration; use the same "

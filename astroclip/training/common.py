@@ -55,7 +55,8 @@ from lightning.pytorch.callbacks import Callback
 __all__ = [
     "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler",
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
-    "StepSeedCallback", "AtomicCheckpoint", "find_resume_checkpoint", "build_trainer",
+    "StepSeedCallback", "AtomicCheckpoint", "find_resume_checkpoint", "check_run_folder",
+    "checkpoint_hparams", "build_trainer",
     "resolve_precision", "resolve_dataset", "CHECKPOINT_NAME",
 ]
 
@@ -411,6 +412,42 @@ def find_resume_checkpoint(out_dir):
     """
     path = Path(out_dir) / CHECKPOINT_NAME
     return path if path.is_file() else None
+
+
+def check_run_folder(out_dir, *, resume, overwrite):
+    """Decide what to do with a run folder: the checkpoint to resume from, or None.
+
+    Raises `FileExistsError` when the folder holds a run or a finished model
+    that neither ``resume`` nor ``overwrite`` allows touching; with
+    ``overwrite`` and not ``resume`` an old checkpoint is removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from astroclip.training.common import check_run_folder
+    >>> check_run_folder(tempfile.mkdtemp(), resume=True, overwrite=False) is None
+    True
+    """
+    from ..models.weights import CONFIG_FILE
+
+    out_dir = Path(out_dir)
+    ckpt = find_resume_checkpoint(out_dir)
+    if ckpt is not None and not resume and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a training run ({ckpt.name}); pass "
+                              "resume=True to continue it or overwrite=True to start over")
+    if (out_dir / CONFIG_FILE).exists() and ckpt is None and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a model ({CONFIG_FILE}); choose another "
+                              "folder or pass overwrite=True")
+    if ckpt is not None and overwrite and not resume:
+        ckpt.unlink()
+        ckpt = None
+    return ckpt
+
+
+def checkpoint_hparams(path):
+    """The ``hyper_parameters`` of a Lightning checkpoint, read safely (weights only)."""
+    return torch.load(path, map_location="cpu", weights_only=True,
+                      mmap=True).get("hyper_parameters", {})
 
 
 # ------------------------------------------------------------------ trainer

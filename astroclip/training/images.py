@@ -38,10 +38,10 @@ from ..data.augment import pretraining_augment
 from ..models.clip import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models.presets import get_preset
-from ..models.weights import CONFIG_FILE, save_model
+from ..models.weights import save_model
 from .align import _plain, _world_size
-from .common import (build_train_loader, build_trainer, find_resume_checkpoint, resolve_dataset,
-                     step_generator, warmup_cosine_scheduler)
+from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+                     resolve_dataset, step_generator, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
@@ -362,20 +362,9 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
     if batch_size < 2:
         raise ValueError(f"batch_size={batch_size}: MoCo needs at least 2 images per batch")
 
-    ckpt = find_resume_checkpoint(out)
-    finished = (out / CONFIG_FILE).exists()
-    if ckpt is not None and not resume and not overwrite:
-        raise FileExistsError(f"{out} already holds a training run ({ckpt.name}); pass "
-                              "resume=True to continue it or overwrite=True to start over")
-    if finished and ckpt is None and not overwrite:
-        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}); choose another "
-                              "folder or pass overwrite=True")
-    if ckpt is not None and overwrite and not resume:
-        ckpt.unlink()
-        ckpt = None
+    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     if ckpt is not None:
-        old = torch.load(ckpt, map_location="cpu", weights_only=True,
-                         mmap=True).get("hyper_parameters", {}).get("encoder_config")
+        old = checkpoint_hparams(ckpt).get("encoder_config")
         if old is not None and _plain(old) != _plain(config):
             raise ValueError(f"{ckpt} was trained with another encoder configuration; use the "
                              "same preset/options to resume, or overwrite=True")

@@ -11,7 +11,6 @@ GPUs), with a validation loss, atomic checkpoints and exact resume (see
 safetensors + JSON format.
 """
 
-import json
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -23,10 +22,9 @@ from .._config import conf
 from .._device import resolve_device
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
-from ..models.weights import CONFIG_FILE, save_model
-from .common import (CHECKPOINT_NAME, build_train_loader, build_trainer,
-                     find_resume_checkpoint, resolve_dataset, step_generator,
-                     warmup_cosine_scheduler)
+from ..models.weights import save_model
+from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+                     resolve_dataset, step_generator, warmup_cosine_scheduler)
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -180,11 +178,6 @@ def _device_to_accelerator(device, accelerator, devices):
     return dev.type, 1
 
 
-def _checkpoint_hparams(path):
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return ckpt.get("hyper_parameters", {})
-
-
 def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=None,
                      max_steps=1000, batch_size=32, lr=3e-4, weight_decay=0.1,
                      betas=(0.9, 0.95), warmup_steps=None, min_lr_ratio=0.0,
@@ -273,19 +266,9 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
 
-    ckpt = find_resume_checkpoint(out)
-    finished = (out / CONFIG_FILE).exists()
-    if ckpt is not None and not resume and not overwrite:
-        raise FileExistsError(f"{out} already holds a training run ({ckpt.name}); pass "
-                              "resume=True to continue it or overwrite=True to start over")
-    if finished and ckpt is None and not overwrite:
-        raise FileExistsError(f"{out} already holds a model ({CONFIG_FILE}); choose another "
-                              "folder or pass overwrite=True")
-    if ckpt is not None and overwrite and not resume:
-        ckpt.unlink()
-        ckpt = None
+    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     if ckpt is not None:
-        old = _checkpoint_hparams(ckpt).get("model_config")
+        old = checkpoint_hparams(ckpt).get("model_config")
         if old is not None and dict(old) != config:
             raise ValueError(f"{ckpt} was trained with model_config={old}, not {config}; use "
                              "the same preset/options to resume, or overwrite=True")
