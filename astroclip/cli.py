@@ -35,10 +35,7 @@ def build_parser():
         description="AstroCLIP: cross-modal foundation models for galaxy images and spectra.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = _load(name)
-        except ModuleNotFoundError:
-            continue
+        module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -1,6 +1,6 @@
 """Options shared by several sub-commands."""
 
-__all__ = ["add_runtime_options", "read_embeddings"]
+__all__ = ["add_runtime_options", "add_lightning_options", "lightning_kwargs", "read_embeddings"]
 
 
 def add_runtime_options(parser, *, model=True):
@@ -40,3 +40,41 @@ def read_embeddings(path):
     if not emb:
         raise ValueError(f"{path} holds no '*_embedding' column")
     return ids, emb, meta
+
+
+def _devices(value):
+    """``auto``, a device count, or comma-separated device ids."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return [int(v) for v in value.split(",")]
+
+
+def add_lightning_options(parser):
+    """Options shared by the training commands: seed, data loading, devices, resume."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--device", default=None,
+                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
+    parser.add_argument("--devices", type=_devices, default="auto",
+                        help="number of devices per node or comma-separated ids")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default=None,
+                        help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not continue from OUT/last.ckpt")
+    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+
+
+def lightning_kwargs(args):
+    """The keyword arguments of the training functions set by `add_lightning_options`."""
+    return dict(seed=args.seed, num_workers=args.num_workers, device=args.device,
+                accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                strategy=args.strategy, precision=args.precision,
+                progress=not args.no_progress, resume=not args.no_resume,
+                overwrite=args.overwrite)

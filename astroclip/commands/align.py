@@ -5,15 +5,6 @@ __all__ = ["HELP", "add_arguments", "run"]
 HELP = "Align image and spectrum encoders with the CLIP loss (Lightning, multi-GPU, resumable)."
 
 
-def _devices(value):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        return [int(v) for v in value.split(",")]
-
-
 def _freeze(value):
     """'paper', 'none', or 'image=backbone,spectrum=none'."""
     if "=" not in value:
@@ -68,24 +59,12 @@ def add_arguments(parser):
                         help="steps between validations (default: one epoch)")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="steps between atomic checkpoints (default: one epoch, max 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
-    parser.add_argument("--device", default=None,
-                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
-    parser.add_argument("--devices", type=_devices, default="auto",
-                        help="number of devices per node or comma-separated ids")
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    parser.add_argument("--precision", default=None,
-                        help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="do not continue from OUT/last.ckpt")
-    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+    from ._common import add_lightning_options
+    add_lightning_options(parser)
 
 
 def run(args):
+    from ._common import lightning_kwargs
     from ..training.align import align
 
     align(args.data, out=args.out, preset=args.preset, spectrum_model=args.spectrum_model,
@@ -94,9 +73,6 @@ def run(args):
           epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
           warmup_steps=args.warmup_steps, logit_scale=args.logit_scale, freeze=args.freeze,
           gather_negatives=args.gather_negatives, augment=not args.no_augment,
-          val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-          num_workers=args.num_workers, device=args.device, accelerator=args.accelerator,
-          devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
-          precision=args.precision, progress=not args.no_progress,
-          resume=not args.no_resume, overwrite=args.overwrite)
+          val_every=args.val_every, checkpoint_every=args.checkpoint_every,
+          **lightning_kwargs(args))
     print(f"aligned model written to {args.out}")

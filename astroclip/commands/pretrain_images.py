@@ -7,7 +7,6 @@ HELP = "Pretrain an image encoder on galaxy cutouts with MoCo v2 (Lightning, res
 
 def add_arguments(parser):
     from ..models.presets import IMAGE_PRESETS
-    from .align import _devices
 
     parser.add_argument("--data", required=True,
                         help="paired HDF5 training-set file (train rows train, val rows validate)")
@@ -28,22 +27,12 @@ def add_arguments(parser):
     parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation")
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--val-every", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
-    parser.add_argument("--device", default=None,
-                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--devices", type=_devices, default="auto")
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    parser.add_argument("--precision", default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="do not continue from OUT/last.ckpt")
-    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+    from ._common import add_lightning_options
+    add_lightning_options(parser)
 
 
 def run(args):
+    from ._common import lightning_kwargs
     from ..training.images import pretrain_images
 
     pretrain_images(args.data, preset=args.preset, out=args.out, max_steps=args.max_steps,
@@ -52,9 +41,5 @@ def run(args):
                     optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                     warmup_steps=args.warmup_steps, accumulate_grad_batches=args.accumulate,
                     checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                    seed=args.seed, num_workers=args.num_workers, device=args.device,
-                    accelerator=args.accelerator, devices=args.devices,
-                    num_nodes=args.num_nodes, strategy=args.strategy,
-                    precision=args.precision, progress=not args.no_progress,
-                    resume=not args.no_resume, overwrite=args.overwrite)
+                    **lightning_kwargs(args))
     print(f"image encoder written to {args.out}")

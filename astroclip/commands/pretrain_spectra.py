@@ -5,15 +5,6 @@ __all__ = ["HELP", "add_arguments", "run"]
 HELP = "Pretrain the spectrum transformer by filling masked segments (Lightning, resumable)."
 
 
-def _devices(value):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        return [int(v) for v in value.split(",")]
-
-
 def add_arguments(parser):
     from ..models.presets import SPECTRUM_PRESETS
 
@@ -37,24 +28,12 @@ def add_arguments(parser):
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="steps between atomic checkpoints")
     parser.add_argument("--val-every", type=int, default=None, help="steps between validations")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loader processes")
-    parser.add_argument("--device", default=None,
-                        help="one device: cpu, cuda, cuda:1 (overrides --accelerator/--devices)")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator")
-    parser.add_argument("--devices", type=_devices, default="auto",
-                        help="number of devices or comma-separated ids")
-    parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    parser.add_argument("--precision", default=None,
-                        help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="do not continue from OUT/last.ckpt")
-    parser.add_argument("--overwrite", action="store_true", help="start over in OUT")
+    from ._common import add_lightning_options
+    add_lightning_options(parser)
 
 
 def run(args):
+    from ._common import lightning_kwargs
     from ..training.spectra import pretrain_spectra
 
     pretrain_spectra(args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
@@ -63,9 +42,5 @@ def run(args):
                      mask_placement=args.mask_placement,
                      accumulate_grad_batches=args.accumulate,
                      checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                     seed=args.seed, num_workers=args.num_workers, device=args.device,
-                     accelerator=args.accelerator, devices=args.devices,
-                     num_nodes=args.num_nodes, strategy=args.strategy,
-                     precision=args.precision, progress=not args.no_progress,
-                     resume=not args.no_resume, overwrite=args.overwrite)
+                     **lightning_kwargs(args))
     print(f"model written to {args.out}")
