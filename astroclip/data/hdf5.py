@@ -435,13 +435,11 @@ class PairedDatasetWriter:
         n = targetid_arr.shape[0]
         if n == 0:
             return
-        if not np.issubdtype(targetid_arr.dtype, np.integer):
-            if np.issubdtype(targetid_arr.dtype, np.floating) and \
-                    np.all(np.isfinite(targetid_arr)) and \
-                    np.all(targetid_arr == np.round(targetid_arr)):
-                pass
-            else:
-                raise TypeError(f"targetid must be integers, got dtype {targetid_arr.dtype}")
+        whole_floats = (np.issubdtype(targetid_arr.dtype, np.floating)
+                        and np.all(np.isfinite(targetid_arr))
+                        and np.all(targetid_arr == np.round(targetid_arr)))
+        if not np.issubdtype(targetid_arr.dtype, np.integer) and not whole_floats:
+            raise TypeError(f"targetid must be integers, got dtype {targetid_arr.dtype}")
         targetid_arr = targetid_arr.astype(np.int64)
 
         coords = {}

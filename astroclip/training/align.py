@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.accelerators import CUDAAccelerator
 import torch
 
 from .._config import conf
@@ -36,7 +35,7 @@ from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..models.weights import CONFIG_FILE, load_model, save_model
 from ..data.augment import alignment_augment
-from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
                      resolve_dataset, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
@@ -115,37 +114,16 @@ class _ShardSampler(torch.utils.data.Sampler):
         return len(self._shard())
 
 
-class PairedDataModule(pl.LightningDataModule):
+class PairedDataModule(StepDataModule):
     """Step-indexed training loader and a sharded validation loader of image-spectrum pairs."""
 
-    def __init__(self, train, val=None, *, batch_size, val_batch_size=None, seed=0, num_workers=0):
-        super().__init__()
-        self.train_set = train
-        self.val_set = _Indexed(val) if val is not None and len(val) > 0 else None
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
+    collate_fn = staticmethod(collate_pairs)
 
-    def _start(self):
-        trainer = self.trainer
-        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+    def _wrap_val(self, val):
+        return _Indexed(val)
 
-    def _pin(self):
-        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-
-    def train_dataloader(self):
-        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
-                                  start=self._start, num_workers=self.num_workers,
-                                  pin_memory=self._pin(), collate_fn=collate_pairs)
-
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.val_batch_size,
-                                           sampler=_ShardSampler(len(self.val_set)),
-                                           num_workers=self.num_workers, pin_memory=self._pin(),
-                                           collate_fn=collate_pairs)
+    def _val_sampler(self):
+        return _ShardSampler(len(self.val_set))
 
 
 # ====================================================================== module

@@ -50,12 +50,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 
 __all__ = [
     "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler",
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
-    "StepSeedCallback", "AtomicCheckpoint", "find_resume_checkpoint", "check_run_folder",
+    "StepDataModule", "StepSeedCallback", "AtomicCheckpoint", "find_resume_checkpoint", "check_run_folder",
     "checkpoint_hparams", "build_trainer",
     "resolve_precision", "resolve_dataset", "CHECKPOINT_NAME",
 ]
@@ -412,6 +414,54 @@ def find_resume_checkpoint(out_dir):
     """
     path = Path(out_dir) / CHECKPOINT_NAME
     return path if path.is_file() else None
+
+
+class StepDataModule(pl.LightningDataModule):
+    """Step-indexed training loader (`build_train_loader`) and a plain validation loader.
+
+    The training batches continue from ``trainer.global_step`` after a resume,
+    so interrupted and uninterrupted runs see the same data.  Subclasses set
+    ``collate_fn`` (a staticmethod) and may wrap the validation set
+    (``_wrap_val``) or give it a sampler (``_val_sampler``).
+    """
+
+    collate_fn = None
+
+    def __init__(self, train, val=None, *, batch_size, val_batch_size=None, seed=0,
+                 num_workers=0):
+        super().__init__()
+        self.train_set = train
+        self.val_set = self._wrap_val(val) if val is not None and len(val) > 0 else None
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+
+    def _wrap_val(self, val):
+        return val
+
+    def _val_sampler(self):
+        return None
+
+    def _start(self):
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+    def _pin(self):
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
+    def train_dataloader(self):
+        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
+                                  start=self._start, num_workers=self.num_workers,
+                                  pin_memory=self._pin(), collate_fn=self.collate_fn)
+
+    def val_dataloader(self):
+        if self.val_set is None:
+            return []
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.val_batch_size,
+                                           shuffle=False, sampler=self._val_sampler(),
+                                           num_workers=self.num_workers, pin_memory=self._pin(),
+                                           collate_fn=self.collate_fn)
 
 
 def check_run_folder(out_dir, *, resume, overwrite):

@@ -29,7 +29,6 @@ import copy
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.accelerators import CUDAAccelerator
 import torch
 import torch.nn.functional as F
 
@@ -40,7 +39,7 @@ from ..models.image import ImageEncoder
 from ..models.presets import get_preset
 from ..models.weights import save_model
 from .align import _plain, _world_size
-from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
                      resolve_dataset, step_generator, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
@@ -249,33 +248,10 @@ class MoCoPretraining(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class ImagesDataModule(pl.LightningDataModule):
+class ImagesDataModule(StepDataModule):
     """Step-indexed training loader and a plain validation loader of images."""
 
-    def __init__(self, train, val=None, *, batch_size, seed=0, num_workers=0):
-        super().__init__()
-        self.train_set = train
-        self.val_set = val if val is not None and len(val) > 0 else None
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-
-    def _start(self):
-        t = self.trainer
-        return t.global_step * t.accumulate_grad_batches if t else 0
-
-    def train_dataloader(self):
-        pin = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
-                                  start=self._start, num_workers=self.num_workers,
-                                  pin_memory=pin, collate_fn=collate_images)
-
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.batch_size,
-                                           shuffle=False, num_workers=self.num_workers,
-                                           collate_fn=collate_images, drop_last=False)
+    collate_fn = staticmethod(collate_images)
 
 
 def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_steps=1000,

@@ -14,7 +14,6 @@ safetensors + JSON format.
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.accelerators import CUDAAccelerator
 import numpy as np
 import torch
 
@@ -23,7 +22,7 @@ from .._device import resolve_device
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
 from ..models.weights import save_model
-from .common import (build_train_loader, build_trainer, check_run_folder, checkpoint_hparams,
+from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
                      resolve_dataset, step_generator, warmup_cosine_scheduler)
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
@@ -70,33 +69,10 @@ def _as_dataset(data, split):
     return resolve_dataset(data, split=split)
 
 
-class SpectraDataModule(pl.LightningDataModule):
+class SpectraDataModule(StepDataModule):
     """Step-indexed training loader and a plain validation loader of spectra."""
 
-    def __init__(self, train, val=None, *, batch_size=32, seed=0, num_workers=0):
-        super().__init__()
-        self.train_set = train
-        self.val_set = val if val is not None and len(val) > 0 else None
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-
-    def _start(self):
-        trainer = self.trainer
-        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-
-    def train_dataloader(self):
-        pin = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-        return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
-                                  start=self._start, num_workers=self.num_workers,
-                                  pin_memory=pin, collate_fn=collate_spectra)
-
-    def val_dataloader(self):
-        if self.val_set is None:
-            return []
-        return torch.utils.data.DataLoader(self.val_set, batch_size=self.batch_size,
-                                           shuffle=False, num_workers=self.num_workers,
-                                           collate_fn=collate_spectra)
+    collate_fn = staticmethod(collate_spectra)
 
 
 class SpectrumPretraining(pl.LightningModule):
