@@ -110,6 +110,8 @@ def _gather_worker(rank, world, port, zi, zs, outdir):
         loss.backward()
         torch.save({"loss": loss.detach(), "gi": li.grad, "gs": ls.grad},
                    os.path.join(outdir, f"rank{rank}.pt"))
+        # no rank tears gloo down while the other still has collectives in flight
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
