@@ -562,6 +562,12 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
         raise ValueError(f"cannot tell the output format of {out}; use a .h5, .fits or "
                          ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
     check_output_path(out, overwrite=overwrite)
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ImportError("writing Parquet needs pyarrow (pip install pyarrow); or write "
+                              ".h5 or .fits") from None
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     device, batch_size, progress = _options(device, batch_size, progress)

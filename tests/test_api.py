@@ -220,3 +220,18 @@ def test_embed_catalog_bad_inputs(tmp_path, model_dir, rng):
                                 out=tmp_path / "b.h5", model=model_dir,
                                 wavelength=grid.wavelength_grid(), bands="grz",
                                 unit="nanomaggy", progress=False)
+
+
+def test_embed_catalog_parquet(tmp_path, model_dir, rng):
+    flux = fake_spectra(5, rng) * grid.FLUX_UNIT
+    out = tmp_path / "emb.parquet"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pyarrow"):
+            astroclip.embed_catalog(flux, out=out, modality="spectrum", model=model_dir,
+                                    wavelength=grid.wavelength_grid(), progress=False)
+        return
+    astroclip.embed_catalog(flux, out=out, modality="spectrum", model=model_dir,
+                            wavelength=grid.wavelength_grid(), progress=False)
+    assert len(Table.read(out)) == 5
