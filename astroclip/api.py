@@ -104,9 +104,8 @@ def _encoder(model, modality):
     method = getattr(model, f"encode_{modality}", None)
     if method is not None:
         return method
-    family = getattr(model, "family", None) or type(model).__name__.lower()
-    if modality in str(family) or (modality == "spectrum" and "spectrum" in type(model).__name__.lower()) \
-            or (modality == "image" and "image" in type(model).__name__.lower()):
+    # a single-modality embedder (SpectrumEmbedder, ImageEncoder) embeds with forward()
+    if type(model).__name__.lower().startswith(modality):
         return model
     raise ValueError(f"model {model_info(model)['model']!r} ({type(model).__name__}) cannot "
                      f"embed {modality} data; use an aligned AstroCLIP model")
@@ -446,7 +445,8 @@ class _Chunks:
         out = {}
         ids = None
         for modality, prepared in self.prepared.items():
-            out[modality] = (prepared.flux if modality == "spectrum" else prepared.images)[start:stop]
+            values = prepared.flux if modality == "spectrum" else prepared.images
+            out[modality] = values[start:stop]
             meta = prepared.meta
             for name in ("TARGETID", "targetid"):
                 if ids is None and name in meta.colnames:

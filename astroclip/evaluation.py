@@ -47,9 +47,10 @@ def labelled_embeddings(embeddings, labels, *, properties=("Z", "LOG_MSTAR")):
         ids, emb, _ = read_embeddings(embeddings)
     table, _ = read_paired_dataset(labels, fields=())
     missing = [p for p in properties if p not in table.colnames]
+    fixed = ('targetid', 'ra', 'dec', 'split')
     if missing:
         raise ValueError(f"{labels} has no label column(s) {missing}; available: "
-                         f"{[c for c in table.colnames if c not in ('targetid', 'ra', 'dec', 'split')]}")
+                         f"{[c for c in table.colnames if c not in fixed]}")
     lookup = {int(t): i for i, t in enumerate(table["targetid"])}
     absent = [int(t) for t in ids if int(t) not in lookup]
     if absent:

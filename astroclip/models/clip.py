@@ -438,10 +438,6 @@ def _vit_config(state, *, num_heads=None):
                 if "register_tokens" in state else 0)
 
 
-def _strip(state, prefix):
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=None,
                        pooling_heads=4):
     """Map the image side of a released ``astroclip.ckpt`` onto `ImageEncoder`.
@@ -455,7 +451,7 @@ def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=Non
     -------
     class_name, config, state_dict
     """
-    sub = _strip(state, prefix)
+    sub = _weights._strip(state, prefix)
     if not sub:
         raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
     out, unknown = {}, []
@@ -468,7 +464,7 @@ def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=Non
             unknown.append(prefix + key)
     if unknown:
         raise ValueError(f"unexpected keys in the image side: {sorted(unknown)[:8]}")
-    backbone = _vit_config(_strip(out, "backbone."), num_heads=num_heads)
+    backbone = _vit_config(_weights._strip(out, "backbone."), num_heads=num_heads)
     # DINOv2 training heads are not part of the backbone
     out = {k: v for k, v in out.items()
            if not k.startswith(("backbone.head.", "backbone.dino_head.", "backbone.ibot_head."))}
@@ -499,7 +495,7 @@ def convert_astrodino(state, hparams, *, num_heads=None, embed_dim=1024, pooling
 
     for prefix in ("teacher.backbone.", "student.backbone."):
         if any(k.startswith(prefix) for k in state):
-            state = _strip(state, prefix)
+            state = _weights._strip(state, prefix)
             break
     sd = extract_backbone_state_dict(dict(state))
     sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "dino_head.", "ibot_head."))}

@@ -35,8 +35,8 @@ from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..models.weights import CONFIG_FILE, load_model, save_model
 from ..data.augment import alignment_augment
-from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
-                     resolve_dataset, warmup_cosine_scheduler)
+from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
+                     resolve_dataset, StepDataModule, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
@@ -638,8 +638,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                              "preset/models to resume, or overwrite=True to start over")
     datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=seed,
                                   num_workers=num_workers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt,
-                **({"weights_only": True} if ckpt is not None else {}))
+    fit_resumable(trainer, module, datamodule, ckpt)
 
     model = module.model.to("cpu").eval()
     if trainer.is_global_zero:

@@ -57,7 +57,8 @@ from lightning.pytorch.callbacks import Callback
 __all__ = [
     "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler",
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
-    "StepDataModule", "StepSeedCallback", "AtomicCheckpoint", "find_resume_checkpoint", "check_run_folder",
+    "StepDataModule", "fit_resumable", "StepSeedCallback", "AtomicCheckpoint",
+    "find_resume_checkpoint", "check_run_folder",
     "checkpoint_hparams", "build_trainer",
     "resolve_precision", "resolve_dataset", "CHECKPOINT_NAME",
 ]
@@ -462,6 +463,12 @@ class StepDataModule(pl.LightningDataModule):
                                            shuffle=False, sampler=self._val_sampler(),
                                            num_workers=self.num_workers, pin_memory=self._pin(),
                                            collate_fn=self.collate_fn)
+
+
+def fit_resumable(trainer, module, datamodule, ckpt):
+    """``trainer.fit``, resuming from ``ckpt`` (or None) read with ``weights_only=True``."""
+    kwargs = {"weights_only": True} if ckpt is not None else {}
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, **kwargs)
 
 
 def check_run_folder(out_dir, *, resume, overwrite):

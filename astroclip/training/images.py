@@ -39,8 +39,8 @@ from ..models.image import ImageEncoder
 from ..models.presets import get_preset
 from ..models.weights import save_model
 from .align import _plain, _world_size
-from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
-                     resolve_dataset, step_generator, warmup_cosine_scheduler)
+from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
+                     resolve_dataset, step_generator, StepDataModule, warmup_cosine_scheduler)
 from .spectra import _device_to_accelerator
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
@@ -388,8 +388,7 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
                              augment_options=augment_options)
     datamodule = ImagesDataModule(train_set, val_set, batch_size=batch_size, seed=seed,
                                   num_workers=num_workers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt,
-                **({"weights_only": True} if ckpt is not None else {}))
+    fit_resumable(trainer, module, datamodule, ckpt)
 
     encoder = module.encoder_q.to("cpu").eval()
     if trainer.is_global_zero:

@@ -22,8 +22,8 @@ from .._device import resolve_device
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
 from ..models.weights import save_model
-from .common import (StepDataModule, build_trainer, check_run_folder, checkpoint_hparams,
-                     resolve_dataset, step_generator, warmup_cosine_scheduler)
+from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
+                     resolve_dataset, step_generator, StepDataModule, warmup_cosine_scheduler)
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -279,8 +279,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
                                  min_lr_ratio=min_lr_ratio, seed=seed)
     datamodule = SpectraDataModule(train_set, val_set, batch_size=batch_size, seed=seed,
                                    num_workers=num_workers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt,
-                **({"weights_only": True} if ckpt is not None else {}))
+    fit_resumable(trainer, module, datamodule, ckpt)
 
     model = module.model.to("cpu").eval()
     if trainer.is_global_zero:
