@@ -25,18 +25,22 @@ from ._io import atomic_path
 
 __all__ = ["SIZES", "ALIGN_FREEZE", "quickstart"]
 
-#: Run sizes.  "default" fits in about 10 minutes on a 2-core CPU; "tiny" is for
-#: tests; "gpu" is a larger run for one GPU.
+#: Run sizes.  "default" fits in about 10 minutes on a 2-core CPU with the
+#: CPU-sized encoders; "tiny" is for tests; "gpu" is a larger run for one GPU
+#: with the paper's encoder architectures (43 M-parameter spectrum transformer,
+#: ResNet-50 on g, r, z fluxes).  The presets are names of
+#: `astroclip.models.presets.SPECTRUM_PRESETS` and ``IMAGE_PRESETS``.
 SIZES = {
     "tiny": dict(n_galaxies=160, spectrum_steps=4, image_steps=4, align_steps=6,
                  spectrum_batch=16, image_batch=16, align_batch=32, align_lr=1e-3,
-                 k=8, mlp_epochs=20),
+                 k=8, mlp_epochs=20, spectrum_preset="quick", image_preset="resnet-small"),
     "default": dict(n_galaxies=4000, spectrum_steps=300, image_steps=100, align_steps=400,
                     spectrum_batch=32, image_batch=32, align_batch=64, align_lr=1e-3,
-                    k=16, mlp_epochs=100),
+                    k=16, mlp_epochs=100, spectrum_preset="quick",
+                    image_preset="resnet-small"),
     "gpu": dict(n_galaxies=60000, spectrum_steps=5000, image_steps=5000, align_steps=5000,
                 spectrum_batch=64, image_batch=256, align_batch=512, align_lr=3e-4,
-                k=64, mlp_epochs=300),
+                k=64, mlp_epochs=300, spectrum_preset="paper", image_preset="paper"),
 }
 
 #: Freezing policy of the quickstart's alignment.  The paper freezes the image
@@ -115,6 +119,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     from .commands._common import read_embeddings
     from .evaluation import evaluate_embeddings, labelled_embeddings
     from .models.clip import retrieval_accuracy
+    from .models.presets import get_preset
     from .simulate import simulate_survey
     from .training.align import align
     from .training.images import pretrain_images
@@ -127,6 +132,8 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; valid: {sorted(cfg)}")
     cfg.update(overrides)
+    get_preset("spectrum", cfg["spectrum_preset"])
+    get_preset("image", cfg["image_preset"])
     dev = resolve_device(device)
     accelerator = "gpu" if dev.type == "cuda" else dev.type
     out = Path(out)
@@ -144,12 +151,12 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
                             progress=progress)
     with stage("pretrain_spectra", f"pretraining the spectrum transformer "
                                    f"({cfg['spectrum_steps']} steps)"):
-        pretrain_spectra(survey, out=out / "spectrum_model", preset="quick",
+        pretrain_spectra(survey, out=out / "spectrum_model", preset=cfg["spectrum_preset"],
                          max_steps=cfg["spectrum_steps"], batch_size=cfg["spectrum_batch"],
                          **train_kw)
     with stage("pretrain_images", f"pretraining the image encoder with MoCo v2 "
                                   f"({cfg['image_steps']} steps)"):
-        pretrain_images(survey, out=out / "image_model", preset="resnet-small",
+        pretrain_images(survey, out=out / "image_model", preset=cfg["image_preset"],
                         max_steps=cfg["image_steps"], batch_size=cfg["image_batch"],
                         **train_kw)
     with stage("align", f"aligning images and spectra ({cfg['align_steps']} steps)"):

@@ -16,6 +16,12 @@ def add_arguments(parser):
     parser.add_argument("--workers", type=int, default=None,
                         help="processes simulating the survey (default: all cores)")
     parser.add_argument("--n-galaxies", type=int, default=None, help="override the size")
+    parser.add_argument("--spectrum-preset", default=None,
+                        help="spectrum transformer preset (default: the size's; e.g. quick, "
+                             "small, paper)")
+    parser.add_argument("--image-preset", default=None,
+                        help="image encoder preset (default: the size's; e.g. resnet-small, "
+                             "vit-small, paper)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -25,5 +31,8 @@ def run(args):
     overrides = {}
     if args.n_galaxies is not None:
         overrides["n_galaxies"] = args.n_galaxies
+    for key in ("spectrum_preset", "image_preset"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     quickstart(args.out, size=args.size, seed=args.seed, device=args.device,
                workers=args.workers, progress=not args.no_progress, **overrides)

@@ -128,8 +128,9 @@ def plot_training_curves(run, *, smooth=1, figsize=None):
         if n:
             for k in (1, 5):
                 ax.axhline(k / n, color="0.6", lw=0.8, ls=styles[f"top{k}"])
-            ax.text(0.99, 5 / n, " chance", transform=ax.get_yaxis_transform(), ha="right",
-                    va="bottom", color="0.5", fontsize=8)
+            if 5 / n <= 1:  # tiny validation sets put the chance level off the axes
+                ax.text(0.99, 5 / n, " chance", transform=ax.get_yaxis_transform(),
+                        ha="right", va="bottom", color="0.5", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("validation retrieval accuracy")
