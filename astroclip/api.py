@@ -252,7 +252,7 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
 
     Parameters
     ----------
-    spectra : Spectrum, SpectrumList, list, Quantity, array, Table, path(s) or `~astroclip.inputs.spectra.PreparedSpectra`
+    spectra : Spectrum, SpectrumList, list, Quantity, array, Table, path(s) or ``PreparedSpectra``
         Anything `astroclip.prepare_spectra` accepts; DESI coadd FITS path(s)
         (read with `astroclip.read_desi_coadd`); paired HDF5 training-set
         file(s); or a Table with a ``flux`` column (with a unit; optionally
@@ -301,7 +301,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
 
     Parameters
     ----------
-    images : NDData, CCDData, list, FITS path(s) or HDU, Quantity, array, Table or `~astroclip.inputs.images.PreparedImages`
+    images : NDData, CCDData, list, FITS path(s) or HDU, Quantity, array, Table or ``PreparedImages``
         Anything `astroclip.prepare_images` accepts (arrays need ``bands=`` and
         ``unit=``); paired HDF5 training-set file(s); or a Table with an
         ``image`` column.

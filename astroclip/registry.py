@@ -259,8 +259,8 @@ def resolve_model_path(name, *, download=True, progress=True):
         if not download and not is_url_in_cache(entry.download_url, pkgname="astroclip"):
             raise _offline_error(entry, "download disabled")
         return fetch_released(str(name), progress=progress)
-    known = sorted(set(RELEASED_MODELS) | {p.name for p in model_dir().iterdir()
-                                            if _is_model_folder(p)})
+    local = {p.name for p in model_dir().iterdir() if _is_model_folder(p)}
+    known = sorted(set(RELEASED_MODELS) | local)
     raise ValueError(f"unknown model {str(name)!r}: not a model folder and not a registered "
                      f"name; known models: {known}. Train one (astroclip align) or pass the "
                      "path of a model folder")

@@ -2,9 +2,9 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import numpy as np
-import pytest
-import torch
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,6 @@ data entries only (`random_token_mask`, `SpectrumEncoder.mask_tokens`,
 aligned model).
 """
 
-import math
 
 import numpy as np
 import torch
