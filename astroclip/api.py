@@ -301,7 +301,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
 
     Parameters
     ----------
-    images : NDData, CCDData, list, FITS path(s) or HDU, Quantity, array, Table or ``PreparedImages``
+    images : NDData, CCDData, list, FITS paths, HDU, Quantity, array, Table or ``PreparedImages``
         Anything `astroclip.prepare_images` accepts (arrays need ``bands=`` and
         ``unit=``); paired HDF5 training-set file(s); or a Table with an
         ``image`` column.
