@@ -108,6 +108,8 @@ def main():
     parser.add_argument("--spectrum-steps", type=int, default=800)
     parser.add_argument("--image-steps", type=int, default=1200)
     parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--image-mapping", choices=("color_map", "flux"), default=None,
+                        help="input mapping of the image CNN (default: the preset's)")
     parser.add_argument("--k", type=int, default=SIZES["default"]["k"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
@@ -164,13 +166,16 @@ def main():
         rows.append(("supervised quick transformer + pooling head", args.spectrum_steps, best,
                      secs))
     if args.image_steps > 0:
-        net = ImageEncoder(**IMAGE_PRESETS["resnet-small"])
+        image_kwargs = dict(IMAGE_PRESETS["resnet-small"])
+        if args.image_mapping:
+            image_kwargs["input_mapping"] = args.image_mapping
+        net = ImageEncoder(**image_kwargs)
         images = torch.from_numpy(arrays["image"]).float()
         best, secs = supervised("image CNN", net, IMAGE_PRESETS["resnet-small"]["embed_dim"],
                                 images, y, train, test, steps=args.image_steps, batch=64,
                                 lr=1e-3, eval_every=args.eval_every, augment=_augment_images)
-        rows.append(("supervised resnet-small (flips, quarter turns)", args.image_steps, best,
-                     secs))
+        rows.append((f"supervised resnet-small, {image_kwargs['input_mapping']}",
+                     args.image_steps, best, secs))
 
     print()
     print(f"held-out R^2 on {len(test)} galaxies of {survey.name}")
