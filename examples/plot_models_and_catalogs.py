@@ -1,6 +1,6 @@
 """
 Named models and whole catalogues: ``list_models`` and ``embed_catalog``
-=======================================================================
+========================================================================
 
 Two things you need once you go past a handful of galaxies:
 

@@ -153,7 +153,7 @@ class SurveyConfig:
 
 
 def generate_chunk(config, start, stop, *, pixels=True):
-    """Galaxies ``start .. stop-1`` of a mock survey.
+    """Galaxies ``start`` to ``stop - 1`` of a mock survey.
 
     Parameters
     ----------
