@@ -33,11 +33,11 @@ from ..models.clip import AstroCLIP, clip_loss, retrieval_accuracy
 from ..models.image import ImageEncoder, extract_backbone_state_dict, load_backbone_weights
 from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_preset
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
-from ..models.weights import CONFIG_FILE, load_model, save_model
+from ..models.weights import CONFIG_FILE, load_model
 from ..data.augment import alignment_augment
-from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
-                     resolve_dataset, StepDataModule, warmup_cosine_scheduler)
-from .spectra import _device_to_accelerator
+from .common import (build_trainer, check_resume_config, check_run_folder, fit_resumable,
+                     resolve_accelerator, save_run, StepDataModule, train_val_sets,
+                     warmup_cosine_scheduler, world_size)
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
            "resolve_spectrum_encoder", "build_clip_model", "align"]
@@ -432,22 +432,6 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
 # ================================================================== function
 
 
-def _plain(value):
-    """Tuples -> lists, recursively (to compare configs with checkpointed ones)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _world_size(**kwargs):
-    """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, **kwargs)
-    return int(trainer.world_size)
-
-
 def align(data, *, out, preset="small", spectrum_model=None, image_model=None, image_preset=None,
           val_data=None, batch_size=512, accumulate=1, max_steps=None, epochs=None, lr=1e-4,
           weight_decay=0.05, betas=(0.9, 0.999), warmup_steps=None, min_lr_ratio=0.0,
@@ -564,13 +548,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
 
-    train_set = resolve_dataset(data, split="train")
-    if val_data is not None:
-        val_set = resolve_dataset(val_data, split="val")
-    elif isinstance(data, (str, Path)):
-        val_set = resolve_dataset(data, split="val")
-    else:
-        val_set = None
+    train_set, val_set = train_val_sets(data, val_data)
     n_train = len(train_set)
     if n_train < 2:
         raise ValueError(f"the training set has {n_train} pair(s); contrastive training needs at "
@@ -587,10 +565,10 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                           f"(freeze={model.freeze}); pass a pretrained {side}_model or "
                           "freeze='none' unless this is intended")
 
-    accelerator, devices = _device_to_accelerator(device, accelerator, devices)
+    accelerator, devices = resolve_accelerator(device, accelerator, devices)
     progress = conf.progress if progress is None else progress
-    world = _world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                        strategy=strategy)
+    world = world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                       strategy=strategy)
     per = batch_size / (world * accumulate)
     if per != int(per) or per < 1:
         raise ValueError(f"batch_size={batch_size} does not split into {world} device(s) x "
@@ -623,31 +601,18 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         limit_val_batches=limit_val_batches, progress=progress, seed=seed,
         deterministic=deterministic, log_every_n_steps=max(1, min(50, max_steps // 20)),
         callbacks=callbacks)
-    if int(trainer.world_size) != world:  # pragma: no cover - guards _world_size
+    if int(trainer.world_size) != world:  # pragma: no cover - guards world_size
         raise RuntimeError(f"world size {trainer.world_size} differs from the expected {world}")
 
     module = AlignmentModule(model, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                              warmup_steps=warmup_steps, max_steps=max_steps,
                              min_lr_ratio=min_lr_ratio, gather_negatives=gather_negatives,
                              augment=augment, val_loss_batch=micro * world)
-    if ckpt is not None:
-        old = checkpoint_hparams(ckpt)
-        old_config = old.get("model_config")
-        if old_config is not None and _plain(old_config) != _plain(model.config):
-            raise ValueError(f"{ckpt} was trained with another model configuration; use the same "
-                             "preset/models to resume, or overwrite=True to start over")
+    check_resume_config(ckpt, "model_config", model.config)
     datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=seed,
                                   num_workers=num_workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
-    model = module.model.to("cpu").eval()
-    if trainer.is_global_zero:
-        save_model(model, out, overwrite=True,
-                   metadata={"stage": "align", "preset": preset,
-                             "steps": int(trainer.global_step), "batch_size": batch_size,
-                             "accumulate": accumulate, "world_size": world, "lr": lr,
-                             "seed": seed, "pretrained": pretrained,
-                             "data": str(data) if isinstance(data, (str, Path)) else
-                             type(data).__name__})
-    trainer.strategy.barrier("align_saved")
-    return model
+    return save_run(trainer, module.model, out, stage="align", data=data, preset=preset,
+                    batch_size=batch_size, accumulate=accumulate, world_size=world, lr=lr,
+                    seed=seed, pretrained=pretrained)

@@ -59,7 +59,8 @@ __all__ = [
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
     "StepDataModule", "fit_resumable", "StepSeedCallback", "AtomicCheckpoint",
     "find_resume_checkpoint", "check_run_folder",
-    "checkpoint_hparams", "build_trainer",
+    "checkpoint_hparams", "check_resume_config", "train_val_sets", "default_periods",
+    "resolve_accelerator", "world_size", "save_run", "build_trainer",
     "resolve_precision", "resolve_dataset", "CHECKPOINT_NAME",
 ]
 
@@ -505,6 +506,95 @@ def checkpoint_hparams(path):
     """The ``hyper_parameters`` of a Lightning checkpoint, read safely (weights only)."""
     return torch.load(path, map_location="cpu", weights_only=True,
                       mmap=True).get("hyper_parameters", {})
+
+
+def _plain(value):
+    """Tuples -> lists, recursively (to compare configs with checkpointed ones)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_resume_config(ckpt, key, config, *, what="model configuration"):
+    """Refuse to resume ``ckpt`` when the ``key`` it saved in its hyper-parameters differs.
+
+    Raises
+    ------
+    ValueError
+        The checkpoint was trained with another configuration.
+    """
+    if ckpt is None:
+        return
+    old = checkpoint_hparams(ckpt).get(key)
+    if old is not None and _plain(old) != _plain(config):
+        raise ValueError(f"{ckpt} was trained with another {what} (its {key} differs: "
+                         f"{_plain(old)} != {_plain(config)}); use the same preset/options to "
+                         "resume, or overwrite=True to start over")
+
+
+def train_val_sets(data, val_data=None, *, resolve=None):
+    """Training and validation datasets of a run: ``(train, val or None)``.
+
+    The validation set is ``val_data``, else the ``val`` split of a training
+    file; none for in-memory data or an empty split.
+    """
+    resolve = resolve or (lambda d, split: resolve_dataset(d, split=split))
+    train = resolve(data, "train")
+    if val_data is not None:
+        val = resolve(val_data, "val")
+    elif isinstance(data, (str, Path)):
+        val = resolve(data, "val")
+    else:
+        val = None
+    return train, (val if val is not None and len(val) > 0 else None)
+
+
+def default_periods(max_steps, checkpoint_every=None, val_every=None):
+    """Checkpoint and validation periods: given, or a tenth of the run (at most 1000 steps)."""
+    period = max(1, min(1000, max_steps // 10))
+    return (period if checkpoint_every is None else int(checkpoint_every),
+            period if val_every is None else int(val_every))
+
+
+def resolve_accelerator(device, accelerator, devices):
+    """Lightning ``(accelerator, devices)`` from a ``device=`` shortcut (None keeps them)."""
+    if device is None:
+        return accelerator, devices
+    from .._device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return "cpu", 1
+    if dev.type == "cuda":
+        return "gpu", [dev.index] if dev.index is not None else devices
+    return dev.type, 1
+
+
+def world_size(**kwargs):
+    """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, **kwargs)
+    return int(trainer.world_size)
+
+
+def save_run(trainer, model, out, *, stage, data, **metadata):
+    """Save the trained ``model`` (CPU, evaluation mode) in ``out`` from rank zero.
+
+    The metadata records the stage, the optimizer steps done and the data
+    source; every rank waits until the files exist.  Returns the model.
+    """
+    from ..models.weights import save_model
+
+    model = model.to("cpu").eval()
+    if trainer.is_global_zero:
+        source = str(data) if isinstance(data, (str, Path)) else type(data).__name__
+        save_model(model, out, overwrite=True,
+                   metadata={"stage": stage, "steps": int(trainer.global_step), **metadata,
+                             "data": source})
+    trainer.strategy.barrier(f"{stage}_saved")
+    return model
 
 
 # ------------------------------------------------------------------ trainer

@@ -37,11 +37,9 @@ from ..data.augment import pretraining_augment
 from ..models.clip import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models.presets import get_preset
-from ..models.weights import save_model
-from .align import _plain, _world_size
-from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
-                     resolve_dataset, step_generator, StepDataModule, warmup_cosine_scheduler)
-from .spectra import _device_to_accelerator
+from .common import (build_trainer, check_resume_config, check_run_folder, default_periods,
+                     fit_resumable, resolve_accelerator, save_run, step_generator,
+                     StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
            "pretrain_images"]
@@ -339,36 +337,24 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
         raise ValueError(f"batch_size={batch_size}: MoCo needs at least 2 images per batch")
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
-    if ckpt is not None:
-        old = checkpoint_hparams(ckpt).get("encoder_config")
-        if old is not None and _plain(old) != _plain(config):
-            raise ValueError(f"{ckpt} was trained with another encoder configuration; use the "
-                             "same preset/options to resume, or overwrite=True")
+    check_resume_config(ckpt, "encoder_config", config, what="encoder configuration")
 
-    train_set = resolve_dataset(data, split="train")
-    if val_data is not None:
-        val_set = resolve_dataset(val_data, split="val")
-    elif isinstance(data, (str, Path)):
-        val_set = resolve_dataset(data, split="val")
-    else:
-        val_set = None
+    train_set, val_set = train_val_sets(data, val_data)
     if len(train_set) < 2:
         raise ValueError(f"the training set has {len(train_set)} image(s); MoCo needs at least 2")
     if batch_size > len(train_set):
         raise ValueError(f"batch_size={batch_size} is larger than the training set "
                          f"({len(train_set)} images); lower batch_size")
 
-    accelerator, devices = _device_to_accelerator(device, accelerator, devices)
-    world = _world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                        strategy=strategy)
+    accelerator, devices = resolve_accelerator(device, accelerator, devices)
+    world = world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                       strategy=strategy)
     if queue_size < batch_size * world:
         raise ValueError(f"queue_size={queue_size} is smaller than one global batch "
                          f"({batch_size * world}); enlarge the queue")
     if lr is None:
         lr = 0.03 * batch_size * world / 256 if optimizer == "sgd" else 1e-3
-    period = max(1, min(1000, max_steps // 10))
-    checkpoint_every = period if checkpoint_every is None else int(checkpoint_every)
-    val_every = period if val_every is None else int(val_every)
+    checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
     if warmup_steps is None:
         warmup_steps = max(1, max_steps // 20)
     progress = conf.progress if progress is None else progress
@@ -390,14 +376,6 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
                                   num_workers=num_workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
-    encoder = module.encoder_q.to("cpu").eval()
-    if trainer.is_global_zero:
-        save_model(encoder, out, overwrite=True,
-                   metadata={"stage": "pretrain-images", "method": "MoCo v2", "preset": preset,
-                             "steps": int(trainer.global_step), "batch_size": batch_size,
-                             "world_size": world, "queue_size": queue_size, "lr": lr,
-                             "seed": seed,
-                             "data": str(data) if isinstance(data, (str, Path)) else
-                             type(data).__name__})
-    trainer.strategy.barrier("pretrain_images_saved")
-    return encoder
+    return save_run(trainer, module.encoder_q, out, stage="pretrain-images", data=data,
+                    method="MoCo v2", preset=preset, batch_size=batch_size, world_size=world,
+                    queue_size=queue_size, lr=lr, seed=seed)

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from .._config import conf
-from .._device import resolve_device
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
-from ..models.weights import save_model
-from .common import (build_trainer, check_run_folder, checkpoint_hparams, fit_resumable,
-                     resolve_dataset, step_generator, StepDataModule, warmup_cosine_scheduler)
+from .common import (build_trainer, check_resume_config, check_run_folder, default_periods,
+                     fit_resumable, resolve_accelerator, resolve_dataset, save_run,
+                     step_generator, StepDataModule, train_val_sets, warmup_cosine_scheduler)
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -143,17 +142,6 @@ class SpectrumPretraining(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _device_to_accelerator(device, accelerator, devices):
-    if device is None:
-        return accelerator, devices
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        return "cpu", 1
-    if dev.type == "cuda":
-        return "gpu", [dev.index] if dev.index is not None else devices
-    return dev.type, 1
-
-
 def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=None,
                      max_steps=1000, batch_size=32, lr=3e-4, weight_decay=0.1,
                      betas=(0.9, 0.95), warmup_steps=None, min_lr_ratio=0.0,
@@ -243,27 +231,13 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
-    if ckpt is not None:
-        old = checkpoint_hparams(ckpt).get("model_config")
-        if old is not None and dict(old) != config:
-            raise ValueError(f"{ckpt} was trained with model_config={old}, not {config}; use "
-                             "the same preset/options to resume, or overwrite=True")
+    check_resume_config(ckpt, "model_config", config)
 
-    train_set = _as_dataset(data, "train")
-    if val_data is not None:
-        val_set = _as_dataset(val_data, "val")
-    elif isinstance(data, (str, Path)):
-        val_set = _as_dataset(data, "val")
-    else:
-        val_set = None
-    if val_set is not None and len(val_set) == 0:
-        val_set = None
-    period = max(1, min(1000, max_steps // 10))
-    checkpoint_every = period if checkpoint_every is None else int(checkpoint_every)
-    val_every = period if val_every is None else int(val_every)
+    train_set, val_set = train_val_sets(data, val_data, resolve=_as_dataset)
+    checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
     if warmup_steps is None:
         warmup_steps = min(2000, max(1, max_steps // 20))
-    accelerator, devices = _device_to_accelerator(device, accelerator, devices)
+    accelerator, devices = resolve_accelerator(device, accelerator, devices)
     progress = conf.progress if progress is None else progress
 
     trainer = build_trainer(
@@ -281,13 +255,5 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
                                    num_workers=num_workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
-    model = module.model.to("cpu").eval()
-    if trainer.is_global_zero:
-        save_model(model, out, overwrite=True,
-                   metadata={"stage": "pretrain-spectra", "preset": preset,
-                             "steps": int(trainer.global_step), "batch_size": batch_size,
-                             "lr": lr, "seed": seed,
-                             "data": str(data) if isinstance(data, (str, Path)) else
-                             type(data).__name__})
-    trainer.strategy.barrier("pretrain_spectra_saved")
-    return model
+    return save_run(trainer, module.model, out, stage="pretrain-spectra", data=data,
+                    preset=preset, batch_size=batch_size, lr=lr, seed=seed)
