@@ -37,7 +37,7 @@ from ..models.weights import CONFIG_FILE, load_model
 from ..data.augment import alignment_augment
 from .common import (build_trainer, check_resume_config, check_run_folder, fit_resumable,
                      resolve_accelerator, save_run, StepDataModule, train_val_sets,
-                     warmup_cosine_scheduler, world_size)
+                     adamw_warmup_cosine, world_size)
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
            "resolve_spectrum_encoder", "build_clip_model", "align"]
@@ -238,19 +238,11 @@ class AlignmentModule(pl.LightningModule):
                      sync_dist=False, rank_zero_only=False)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for p in self.model.trainable_parameters():
-            (decay if p.ndim >= 2 else no_decay).append(p)
-        if not decay and not no_decay:
+        params = list(self.model.trainable_parameters())
+        if not params:
             raise ValueError("the freezing policy leaves no parameter to train; use "
                              "freeze='paper' or 'none'")
-        hp = self.hparams
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-        sched = warmup_cosine_scheduler(opt, warmup_steps=hp.warmup_steps,
-                                        total_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(params, self.hparams)
 
 
 # ============================================================ model assembly

@@ -55,7 +55,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import Callback
 
 __all__ = [
-    "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler",
+    "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler", "adamw_warmup_cosine",
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
     "StepDataModule", "fit_resumable", "StepSeedCallback", "AtomicCheckpoint",
     "find_resume_checkpoint", "check_run_folder",
@@ -142,6 +142,32 @@ def warmup_cosine_scheduler(optimizer, *, warmup_steps, total_steps, min_lr_rati
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine_lambda(warmup_steps=warmup_steps, total_steps=total_steps,
                                         min_lr_ratio=min_lr_ratio))
+
+
+def adamw_warmup_cosine(params, hparams):
+    """AdamW with weight decay on matrices only, under the warm-up + cosine schedule.
+
+    ``hparams`` holds ``lr``, ``betas``, ``weight_decay``, ``warmup_steps``,
+    ``max_steps`` and ``min_lr_ratio`` (a LightningModule's ``hparams``).
+    Returns what ``configure_optimizers`` returns.
+
+    Raises
+    ------
+    ValueError
+        No parameter requires a gradient.
+    """
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no parameter is left to train (all are frozen)")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hparams.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=hparams.lr, betas=tuple(hparams.betas))
+    sched = warmup_cosine_scheduler(opt, warmup_steps=hparams.warmup_steps,
+                                    total_steps=hparams.max_steps,
+                                    min_lr_ratio=hparams.min_lr_ratio)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 # ------------------------------------------------------------------ seeds

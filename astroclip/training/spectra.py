@@ -22,7 +22,7 @@ from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
 from .common import (build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
-                     step_generator, StepDataModule, train_val_sets, warmup_cosine_scheduler)
+                     step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -128,18 +128,7 @@ class SpectrumPretraining(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (decay if p.ndim >= 2 else no_decay).append(p)
-        hp = self.hparams
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-        sched = warmup_cosine_scheduler(opt, warmup_steps=hp.warmup_steps,
-                                        total_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.model.parameters(), self.hparams)
 
 
 def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=None,
