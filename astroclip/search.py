@@ -48,6 +48,22 @@ _MANIFEST = "index.json"
 # input validation shared with astroclip.properties
 # ----------------------------------------------------------------------------
 
+def _rows(embeddings):
+    """``(embeddings, shape)`` of a 2-D row source; lists and Quantities become arrays.
+
+    Anything with a ``shape`` (ndarray, `h5py.Dataset`) is kept as it is, so
+    that large on-disk arrays are read chunk by chunk later.
+    """
+    shape = getattr(embeddings, "shape", None)
+    if shape is None:
+        embeddings = _as_float_array(embeddings, name="embeddings")
+        shape = embeddings.shape
+    if len(shape) != 2:
+        raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
+                         f"got shape {tuple(shape)}")
+    return embeddings, shape
+
+
 def _as_float_array(x, *, name, dtype=np.float32):
     """Array-like (ndarray, Quantity, Column, list) -> plain numpy array, checked."""
     if isinstance(x, u.Quantity):
@@ -248,13 +264,7 @@ class SimilarityIndex:
 
         n = None
         if embeddings is not None:
-            shape = getattr(embeddings, "shape", None)
-            if shape is None:
-                embeddings = _as_float_array(embeddings, name="embeddings")
-                shape = embeddings.shape
-            if len(shape) != 2:
-                raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
-                                 f"got shape {tuple(shape)}")
+            embeddings, shape = _rows(embeddings)
             n, edim = int(shape[0]), int(shape[1])
             if dim is not None and int(dim) != edim:
                 raise ValueError(f"dim={dim} does not match the embeddings' dimension {edim}")
@@ -404,13 +414,7 @@ class SimilarityIndex:
             Store to add to (created if new); default: the index's ``modality``.
         """
         modality = str(modality) if modality is not None else self.default_modality
-        shape = getattr(embeddings, "shape", None)
-        if shape is None:
-            embeddings = _as_float_array(embeddings, name="embeddings")
-            shape = embeddings.shape
-        if len(shape) != 2:
-            raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
-                             f"got shape {tuple(shape)}")
+        embeddings, shape = _rows(embeddings)
         n = int(shape[0])
         if int(shape[1]) != self.dim:
             raise ValueError(f"embeddings have dimension {shape[1]}, but the index holds "
