@@ -1,6 +1,7 @@
 """Options shared by several sub-commands."""
 
-__all__ = ["add_runtime_options", "add_lightning_options", "lightning_kwargs", "read_embeddings"]
+__all__ = ["add_runtime_options", "add_run_folder_options", "add_lightning_options",
+           "lightning_kwargs", "read_embeddings"]
 
 
 def add_runtime_options(parser, *, model=True):
@@ -50,6 +51,14 @@ def _devices(value):
         return int(value)
     except ValueError:
         return [int(v) for v in value.split(",")]
+
+
+def add_run_folder_options(parser):
+    """``--data`` and ``--out`` of the training commands."""
+    parser.add_argument("--data", required=True,
+                        help="paired HDF5 training-set file (train rows train, val rows validate)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
 
 
 def add_lightning_options(parser):

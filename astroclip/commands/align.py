@@ -19,10 +19,8 @@ def _freeze(value):
 def add_arguments(parser):
     from ..models.presets import CLIP_PRESETS
 
-    parser.add_argument("--data", required=True,
-                        help="paired HDF5 training-set file (train rows train, val rows validate)")
-    parser.add_argument("--out", required=True,
-                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    from ._common import add_run_folder_options
+    add_run_folder_options(parser)
     parser.add_argument("--preset", default="small", choices=sorted(CLIP_PRESETS),
                         help="architecture defaults (default: small)")
     parser.add_argument("--spectrum-model", default=None,

@@ -8,10 +8,8 @@ HELP = "Pretrain an image encoder on galaxy cutouts with MoCo v2 (Lightning, res
 def add_arguments(parser):
     from ..models.presets import IMAGE_PRESETS
 
-    parser.add_argument("--data", required=True,
-                        help="paired HDF5 training-set file (train rows train, val rows validate)")
-    parser.add_argument("--out", required=True,
-                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    from ._common import add_run_folder_options
+    add_run_folder_options(parser)
     parser.add_argument("--preset", default="resnet-small", choices=sorted(IMAGE_PRESETS),
                         help="image encoder (paper: MoCo v2 ResNet-50; default: resnet-small)")
     parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")

@@ -8,10 +8,8 @@ HELP = "Pretrain the spectrum transformer by filling masked segments (Lightning,
 def add_arguments(parser):
     from ..models.presets import SPECTRUM_PRESETS
 
-    parser.add_argument("--data", required=True,
-                        help="paired HDF5 training-set file (train rows train, val rows validate)")
-    parser.add_argument("--out", required=True,
-                        help="run folder: last.ckpt, logs/, then model.safetensors + config.json")
+    from ._common import add_run_folder_options
+    add_run_folder_options(parser)
     parser.add_argument("--preset", default="small", choices=sorted(SPECTRUM_PRESETS),
                         help="model size (default: small)")
     parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")

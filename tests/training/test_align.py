@@ -21,7 +21,9 @@ from astroclip.training.align import align, build_clip_model, collate_pairs
 
 HERE = Path(__file__).resolve().parent
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+# tiny models: one intra-op thread (the one_thread fixture of tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 class ToyPairs(torch.utils.data.Dataset):
@@ -69,15 +71,6 @@ def read_log(run):
     train = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
     val = [{k: float(v) for k, v in r.items() if v != ""} for r in rows if r.get("val_loss")]
     return train, val
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 COMMON = dict(progress=False, accelerator="cpu", num_workers=0)

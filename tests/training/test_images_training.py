@@ -13,19 +13,12 @@ from astroclip.models import weights
 from astroclip.models.image import ImageEncoder
 from astroclip.training.images import MoCoPretraining, collate_images, moco_loss, pretrain_images
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+# tiny models: one intra-op thread (the one_thread fixture of tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 TINY = dict(backbone="resnet", embed_dim=16, crop_size=32,
             backbone_kwargs=dict(layers=(1, 1, 1, 1), width=8, mlp_hidden=32))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class ToyGalaxies(torch.utils.data.Dataset):
