@@ -463,7 +463,7 @@ def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=Non
         else:
             unknown.append(prefix + key)
     if unknown:
-        raise ValueError(f"unexpected keys in the image side: {sorted(unknown)[:8]}")
+        raise ValueError(f"unexpected keys in the image side: {_weights._summary(unknown)}")
     backbone = _vit_config(_weights._strip(out, "backbone."), num_heads=num_heads)
     # DINOv2 training heads are not part of the backbone
     out = {k: v for k, v in out.items()
@@ -538,7 +538,7 @@ def convert_astroclip(state, hparams, *, image_num_heads=None, spectrum_num_head
     known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
     unknown = [k for k in state if not k.startswith(known)]
     if unknown:
-        raise ValueError(f"unexpected keys in the astroclip checkpoint: {sorted(unknown)[:8]}")
+        raise ValueError(f"unexpected keys in the astroclip checkpoint: {_weights._summary(unknown)}")
     if logit_scale is None:
         logit_scale = float(hparams.get("logit_scale", LOGIT_SCALE))
     cfg = dict(image=icfg, spectrum=scfg, logit_scale=float(logit_scale), norm_eps=NORM_EPS,
