@@ -22,6 +22,7 @@ from . import __version__
 from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_output_path
+from ._optional import require
 from .inputs import grid
 from .models.weights import WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -563,11 +564,7 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
                          ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
     check_output_path(out, overwrite=overwrite)
     if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ImportError("writing Parquet needs pyarrow (pip install pyarrow); or write "
-                              ".h5 or .fits") from None
+        require("pyarrow", purpose="writing Parquet (or write .h5 or .fits)")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     device, batch_size, progress = _options(device, batch_size, progress)

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from .exceptions import AstroclipError
+
 __all__ = ["main", "COMMANDS"]
 
 #: sub-command name -> module under astroclip.commands
@@ -51,7 +53,8 @@ def main(argv=None):
         return 2
     try:
         result = args._run(args)
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError, OSError) as exc:
+    except (AstroclipError, ValueError, FileExistsError, FileNotFoundError, KeyError,
+            OSError) as exc:
         print(f"astroclip {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0 if result is None else int(result)

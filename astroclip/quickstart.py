@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._optional import require
 from ._io import atomic_path
 
 __all__ = ["SIZES", "ALIGN_FREEZE", "quickstart"]
@@ -72,7 +73,7 @@ class _Stages:
 
 
 def _save(fig, path):
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip("."))
     plt.close(fig)

@@ -19,14 +19,16 @@ import math
 import warnings
 from pathlib import Path
 
-import faiss
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from ._config import conf
+from ._optional import require
 from ._io import atomic_path, check_output_path
+
+faiss = require("faiss", purpose="similarity search and k-NN estimates")
 
 __all__ = ["SimilarityIndex", "cross_modal_search", "retrieval_accuracy", "METRICS", "KINDS"]
 

@@ -11,6 +11,8 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
+from .._optional import require
+
 __all__ = ["plot_predicted_vs_true", "plot_embedding_map", "project_embeddings"]
 
 _METHODS = ("k-NN", "MLP")
@@ -114,7 +116,7 @@ def plot_predicted_vs_true(y_true, predictions, *, name=None, label=None, kind="
     >>> len(fig.axes)
     2
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     if kind not in ("auto", "scatter", "density"):
         raise ValueError(f"kind must be 'auto', 'scatter' or 'density'; got {kind!r}")
@@ -223,19 +225,15 @@ def project_embeddings(embeddings, *, method="pca", n_components=2, normalize=Tr
     if normalize:
         x = _normalize(x.astype(np.float32), name="embeddings").astype(np.float64)
     if method == "pca":
-        from sklearn.decomposition import PCA
+        PCA = require("sklearn.decomposition", purpose="PCA embedding maps").PCA
         return PCA(n_components=n_components, svd_solver="full").fit_transform(x)
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        TSNE = require("sklearn.manifold", purpose="t-SNE embedding maps").TSNE
         perplexity = min(30.0, max(2.0, (x.shape[0] - 1) / 3))
         return TSNE(n_components=n_components, random_state=seed, init="pca",
                     perplexity=perplexity).fit_transform(x)
     if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise ImportError("method='umap' needs the optional umap-learn package "
-                              "(pip install umap-learn); or use method='pca' or 'tsne'") from None
+        umap = require("umap", purpose="method='umap' (or use method='pca' or 'tsne')")
         return umap.UMAP(n_components=n_components, random_state=seed).fit_transform(x)
     raise ValueError(f"unknown projection method {method!r}; choose 'pca', 'tsne' or 'umap'")
 
@@ -282,7 +280,7 @@ def plot_embedding_map(embeddings, color, *, method="pca", label=None, normalize
     >>> len(fig.axes)  # two panels and two colour bars
     4
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     emb = embeddings if isinstance(embeddings, dict) else {"": embeddings}
     if not emb:

@@ -7,6 +7,7 @@ modalities of the shared embedding space: thumbnails of the neighbours' images
 
 import numpy as np
 
+from .._optional import require
 from ..inputs import grid
 
 __all__ = ["retrieval_neighbours", "plot_retrieval"]
@@ -118,7 +119,7 @@ def plot_retrieval(query, *, images, spectra, image_embeddings, spectrum_embeddi
     >>> len(fig.axes)
     10
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     from ..inputs.images import color_map
 

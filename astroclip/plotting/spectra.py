@@ -12,6 +12,7 @@ Every function returns a `~matplotlib.figure.Figure`.
 import numpy as np
 import torch
 
+from .._optional import require
 from ..inputs import grid
 
 __all__ = ["EMISSION_LINES", "plot_reconstruction", "plot_mask_filling",
@@ -44,7 +45,7 @@ def _smooth(y, width):
 
 
 def _new_figure(figsize):
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
     return plt.figure(figsize=figsize)
 
 

@@ -13,6 +13,7 @@ Every function returns a `~matplotlib.figure.Figure`.
 
 import numpy as np
 
+from .._optional import require
 from ..inputs import grid
 
 __all__ = ["plot_mock_images", "plot_mock_spectra", "plot_colour_redshift", "plot_size_mass",
@@ -40,7 +41,7 @@ def plot_mock_images(images, truth=None, *, n=8, ncols=4, crop=None):
     crop : int, optional
         Centre crop (pixels) before display.
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     from ..inputs.images import color_map
 
@@ -90,7 +91,7 @@ def plot_mock_spectra(flux, ivar, redshift, *, n=3, smooth=5, features=SPECTRAL_
     model : ndarray (N, 7781), optional
         Noiseless model drawn on top.
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     wave = grid.WAVELENGTH
     n = min(n, len(flux))
@@ -133,7 +134,7 @@ def plot_colour_redshift(mock, real, *, mock_label="mock (SDSS-like selection)",
         With columns ``Z`` and ``G_R`` (`astroclip.simulate.validation.mock_sdss_sample`
         and `~astroclip.simulate.validation.real_sdss_sample`).
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
     from scipy.stats import ks_2samp
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
@@ -170,7 +171,7 @@ def plot_size_mass(truth, *, colour="BT_R"):
     colour : str, optional
         Column used to colour the points (r-band bulge fraction by default).
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     from ..simulate.population import shen_early_re_kpc, shen_late_re_kpc
 

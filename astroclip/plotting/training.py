@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..inputs import grid
 
 __all__ = ["read_training_log", "plot_training_curves", "plot_cross_modal_retrievals"]
@@ -95,7 +96,7 @@ def plot_training_curves(run, *, smooth=1, figsize=None):
     >>> from astroclip.plotting.training import plot_training_curves
     >>> fig = plot_training_curves("run/")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     log = read_training_log(run)
     acc = sorted(k for k in log if k.startswith("val_") and "_top" in k)
@@ -183,7 +184,7 @@ def plot_cross_modal_retrievals(images, spectra, image_embeddings, spectrum_embe
     >>> len(fig.axes)
     6
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", purpose="plotting")
 
     from ..inputs.images import color_map
 

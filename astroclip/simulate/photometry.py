@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from .._optional import require
 from ..inputs import grid
 from .templates import load_templates, model_wavelength
 
@@ -30,9 +31,8 @@ _PC_MPC = 1e-6
 
 @functools.lru_cache(maxsize=8)
 def _load_filters(names):
-    import speclite.filters
-
-    return speclite.filters.load_filters(*names)
+    filters = require("speclite.filters", purpose="the mock survey's photometry")
+    return filters.load_filters(*names)
 
 
 def filter_weights(names=DECAM_FILTERS, wave=None):

@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from .._optional import install_hint
+from ..exceptions import OptionalDependencyError
 from ..inputs import grid
 
 __all__ = [
@@ -213,8 +215,9 @@ def kcorrect_data_dir():
 
     spec = importlib.util.find_spec("kcorrect")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the mock survey needs the kcorrect package (pip install kcorrect) "
-                          "for its galaxy templates and SDSS galaxy table")
+        raise OptionalDependencyError(
+            "the mock survey needs the optional package 'kcorrect' for its galaxy templates "
+            f"and SDSS galaxy table; install it with: {install_hint('kcorrect')}")
     return list(spec.submodule_search_locations)[0]
 
 

@@ -10,6 +10,8 @@ directly (KS statistic, figures of `astroclip.plotting.survey`).
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["real_sdss_sample", "mock_sdss_sample", "photometry_baseline"]
 
 
@@ -106,6 +108,7 @@ def photometry_baseline(catalog, *, labels=("Z", "LOG_MSTAR"), train_fraction=0.
     dict
         label -> R^2 on the held-out rows.
     """
+    require("sklearn", purpose="the photometry baseline")
     from sklearn.metrics import r2_score
     from sklearn.neural_network import MLPRegressor
     from sklearn.preprocessing import StandardScaler
