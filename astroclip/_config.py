@@ -14,6 +14,8 @@ class Conf(_config.ConfigNamespace):
         "auto", "Default torch device: 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda'...")
     batch_size = _config.ConfigItem(256, "Default batch size of embedding functions.")
     progress = _config.ConfigItem(True, "Show tqdm progress bars on long work.")
+    lightning_messages = _config.ConfigItem(
+        False, "Show Lightning's own banners, tips and expected warnings during training.")
 
 
 conf = Conf()

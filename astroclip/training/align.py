@@ -25,7 +25,6 @@ import math
 import warnings
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 
 from .._config import conf
@@ -35,7 +34,7 @@ from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..models.weights import CONFIG_FILE, load_model
 from ..data.augment import alignment_augment
-from .common import (build_trainer, check_resume_config, check_run_folder, fit_resumable,
+from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
                      resolve_accelerator, save_run, StepDataModule, train_val_sets,
                      adamw_warmup_cosine, world_size)
 

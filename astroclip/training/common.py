@@ -44,15 +44,22 @@ shards by rank itself).  Multi-GPU training is Lightning DDP (``devices=N``,
 ``strategy="ddp"``), never home-made.
 """
 
+import contextlib
+import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import lightning.pytorch as pl
-from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.callbacks import Callback
+
+from .._config import conf
+from .._optional import require
+
+pl = require("lightning.pytorch", purpose="training")
+from lightning.pytorch.accelerators import CUDAAccelerator  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 __all__ = [
     "WarmupCosine", "warmup_cosine_lambda", "warmup_cosine_scheduler", "adamw_warmup_cosine",
@@ -61,7 +68,7 @@ __all__ = [
     "find_resume_checkpoint", "check_run_folder",
     "checkpoint_hparams", "check_resume_config", "train_val_sets", "default_periods",
     "resolve_accelerator", "world_size", "save_run", "build_trainer",
-    "resolve_precision", "resolve_dataset", "CHECKPOINT_NAME",
+    "resolve_precision", "resolve_dataset", "lightning_quiet", "CHECKPOINT_NAME",
 ]
 
 #: File name of the resumable checkpoint inside a run folder.
@@ -492,10 +499,56 @@ class StepDataModule(pl.LightningDataModule):
                                            collate_fn=self.collate_fn)
 
 
+#: Lightning's loggers, whose banners and tips `lightning_quiet` holds back.
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+#: Lightning warnings that are expected in our stages (frozen parts run in eval
+#: mode; data come from an in-process sampler, so few workers is by design).
+_EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*does not have many workers.*",
+                      r".*`Trainer\(val_check_interval=.*")
+
+
+@contextlib.contextmanager
+def lightning_quiet(quiet=None):
+    """Hold back Lightning's own banners, tips and expected warnings.
+
+    Our stages print their own progress; Lightning's messages ("GPU available:
+    ...", "Tip: For seamless cloud logging ...", "Found N module(s) in eval
+    mode ...") are noise for a user.  Set ``astroclip.conf.lightning_messages =
+    True`` (or pass ``quiet=False``) to see them again.
+
+    Examples
+    --------
+    >>> import logging
+    >>> from astroclip.training.common import lightning_quiet
+    >>> with lightning_quiet():
+    ...     logging.getLogger("lightning.pytorch").isEnabledFor(logging.INFO)
+    False
+    """
+    if quiet is None:
+        quiet = not conf.lightning_messages
+    if not quiet:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            for lg in loggers:
+                lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
 def fit_resumable(trainer, module, datamodule, ckpt):
     """``trainer.fit``, resuming from ``ckpt`` (or None) read with ``weights_only=True``."""
     kwargs = {"weights_only": True} if ckpt is not None else {}
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, **kwargs)
+    with lightning_quiet():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, **kwargs)
 
 
 def check_run_folder(out_dir, *, resume, overwrite):
@@ -600,8 +653,9 @@ def resolve_accelerator(device, accelerator, devices):
 
 def world_size(**kwargs):
     """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, **kwargs)
+    with lightning_quiet():
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, **kwargs)
     return int(trainer.world_size)
 
 
@@ -717,12 +771,13 @@ def build_trainer(*, out_dir, max_steps, accelerator="auto", devices="auto", num
         kwargs.update(val_check_interval=int(val_every), check_val_every_n_epoch=None)
         if limit_val_batches is not None:
             kwargs["limit_val_batches"] = limit_val_batches
-    return pl.Trainer(
-        default_root_dir=out_dir, max_steps=int(max_steps), max_epochs=-1,
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        precision=resolve_precision(precision, accelerator),
-        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
-        logger=loggers, callbacks=cbs, enable_checkpointing=False,
-        enable_progress_bar=bool(progress), enable_model_summary=False,
-        use_distributed_sampler=False, num_sanity_val_steps=0,
-        log_every_n_steps=log_every_n_steps, deterministic=deterministic, **kwargs)
+    with lightning_quiet():
+        return pl.Trainer(
+            default_root_dir=out_dir, max_steps=int(max_steps), max_epochs=-1,
+            accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+            precision=resolve_precision(precision, accelerator),
+            gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
+            logger=loggers, callbacks=cbs, enable_checkpointing=False,
+            enable_progress_bar=bool(progress), enable_model_summary=False,
+            use_distributed_sampler=False, num_sanity_val_steps=0,
+            log_every_n_steps=log_every_n_steps, deterministic=deterministic, **kwargs)

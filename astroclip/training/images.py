@@ -28,7 +28,6 @@ be the ``image_model`` of `astroclip.training.align.align`.
 import copy
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
@@ -37,7 +36,7 @@ from ..data.augment import pretraining_augment
 from ..models.clip import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models.presets import get_preset
-from .common import (build_trainer, check_resume_config, check_run_folder, default_periods,
+from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, save_run, step_generator,
                      StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
 

@@ -13,14 +13,13 @@ safetensors + JSON format.
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 
 from .._config import conf
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
-from .common import (build_trainer, check_resume_config, check_run_folder, default_periods,
+from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
                      step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
 
