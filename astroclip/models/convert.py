@@ -275,15 +275,17 @@ class Checkpoint:
 
 
 def _check_not_torchscript(path):
+    """Refuse TorchScript archives; True for a zip archive, False for torch's legacy format."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
-        return  # not a zip archive: torch's legacy format goes through the same unpickler
+        return False  # torch's legacy format goes through the same unpickler
     if any(n.split("/", 1)[-1] == "constants.pkl" for n in names):
         raise CheckpointError(f"refusing to read {path}: it is a TorchScript archive, which "
                               "holds code; released AstroCLIP checkpoints are plain Lightning "
                               "or DINOv2 checkpoints")
+    return True
 
 
 def _check_format(path):
@@ -299,16 +301,17 @@ def _check_format(path):
 def _load(path):
     """The unpickled object and whether the restricted unpickler was needed."""
     _check_format(path)
-    _check_not_torchscript(path)
+    # memory-mapped: a first attempt that fails does not read the tensors' data
+    mmap = _check_not_torchscript(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), False
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), False
     except pickle.UnpicklingError:
         pass  # names globals beyond torch's safe list: read again, restricted
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc}); download "
                               "it again or check that it is a .ckpt/.pt/.pth file") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False,
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap,
                          pickle_module=restricted_pickle)
     except Exception as exc:  # noqa: BLE001 - any failure of the restricted reader is reported
         raise CheckpointError(

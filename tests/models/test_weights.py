@@ -335,7 +335,8 @@ class _Reduce:
         return (self.fn, self.args)
 
 
-@pytest.mark.parametrize("kind", ["reduce", "partial", "setstate", "newobj", "in_state_dict"])
+@pytest.mark.parametrize("kind", ["reduce", "reduce_legacy_format", "partial", "setstate",
+                                  "newobj", "in_state_dict"])
 def test_code_executing_pickles_run_nothing(tmp_path, kind):
     marker = tmp_path / "pwned"
     g = torch.Generator().manual_seed(4)
@@ -344,9 +345,10 @@ def test_code_executing_pickles_run_nothing(tmp_path, kind):
     if kind == "in_state_dict":
         state["head.bias"] = _payload("reduce", marker)
     else:
-        hparams["payload"] = _payload(kind, marker)
+        hparams["payload"] = _payload(kind.replace("_legacy_format", ""), marker)
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path,
+               _use_new_zipfile_serialization=not kind.endswith("legacy_format"))
     assert not marker.exists()
     torch.load(path, weights_only=False)   # the payload is live: plain unpickling runs it
     assert marker.exists()
@@ -362,7 +364,9 @@ def test_code_executing_pickles_run_nothing(tmp_path, kind):
         assert model.config["num_heads"] == 2
         meta = read_model_config(tmp_path / "evil")["metadata"]
         assert meta["source_hyper_parameters"] == {"num_heads": 2, "lr": 1e-5}
-        culprit = {"reduce": "posix.system", "setstate": f"{__name__}._SetStatePayload",
+        system = f"{os.system.__module__}.system"
+        culprit = {"reduce": system, "reduce_legacy_format": system,
+                   "setstate": f"{__name__}._SetStatePayload",
                    "newobj": f"{__name__}._NewPayload"}[kind]
         assert culprit in meta["source_objects_not_imported"]
     assert not marker.exists()
