@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..exceptions import CheckpointError
 from .image import ImageEncoder
 from .presets import get_preset
 from .spectrum import SpectrumEmbedder
@@ -512,8 +513,6 @@ def convert_astrodino(state, hparams, *, num_heads=None):
     -------
     class_name, config, state_dict
     """
-    from ..exceptions import CheckpointError
-
     sd = dict(state)
     if sd and all(k.startswith("module.") for k in sd):
         sd = _weights._strip(sd, "module.")

@@ -131,7 +131,7 @@ def _allowed_globals():
     allowed = {
         "collections.OrderedDict": OrderedDict,
         "builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
-        "builtins.bytearray": bytearray, "builtins.slice": slice,
+        "builtins.bytearray": bytearray, "builtins.bytes": bytes, "builtins.slice": slice,
         "_codecs.encode": _latin1_encode,
         "torch.Size": torch.Size, "torch.device": torch.device,
         "torch.Tensor": torch.Tensor, "torch._tensor.Tensor": torch.Tensor,
