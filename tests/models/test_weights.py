@@ -393,3 +393,24 @@ def test_cli_convert_weights(tmp_path, capsys):
     assert main(["convert-weights", str(path), "--out", str(tmp_path / "a"),
                  "--num-heads", "2"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_checkpoint_saved_on_a_gpu_reads_on_the_cpu(tmp_path):
+    """The released files were written from CUDA tensors; they load on a CPU-only machine."""
+    import zipfile
+    from unittest import mock
+
+    g = torch.Generator().manual_seed(6)
+    state = released_specformer_state(g, d=16, layers=1)
+    for name, hparams in (("plain", {"num_heads": 2}),
+                          ("modules", {"num_heads": 2, "head": MLP(3, (4,), 1)})):
+        path = tmp_path / f"{name}.ckpt"
+        # what torch.save records for tensors that live on the first GPU
+        with mock.patch.object(torch.serialization, "location_tag", lambda storage: "cuda:0"):
+            torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+        with zipfile.ZipFile(path) as zf:
+            assert b"cuda:0" in zf.read(f"{name}/data.pkl")
+        ckpt = read_checkpoint(path)
+        assert ckpt.restricted == (name == "modules")
+        assert all(v.device.type == "cpu" and torch.equal(v, state[k])
+                   for k, v in ckpt.state_dict.items())
