@@ -23,6 +23,7 @@ from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_output_path
 from ._optional import require
+from .exceptions import InputError
 from .inputs import grid
 from .models.weights import WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -101,15 +102,31 @@ def model_info(model):
 
 
 def _encoder(model, modality):
-    """The callable turning a batch tensor of ``modality`` into embeddings."""
+    """The callable turning a batch tensor of ``modality`` into ``(B, d)`` embeddings.
+
+    Every model class that embeds defines ``encode_<modality>``: `AstroCLIP`
+    both, `SpectrumEmbedder` (pooling head) and `SpectrumEncoder` (mean of
+    its output tokens) spectra, `ImageEncoder` (head or class token) images.
+    """
     method = getattr(model, f"encode_{modality}", None)
-    if method is not None:
+    if callable(method):
         return method
-    # a single-modality embedder (SpectrumEmbedder, ImageEncoder) embeds with forward()
-    if type(model).__name__.lower().startswith(modality):
-        return model
-    raise ValueError(f"model {model_info(model)['model']!r} ({type(model).__name__}) cannot "
-                     f"embed {modality} data; use an aligned AstroCLIP model")
+    other = "image" if modality == "spectrum" else "spectrum"
+    can = (f"; it embeds {other} data (embed_{other})"
+           if callable(getattr(model, f"encode_{other}", None)) else "")
+    raise InputError(f"model {model_info(model)['model']!r} ({type(model).__name__}) cannot "
+                     f"embed {modality} data: it has no encode_{modality} method{can}. Use an "
+                     "aligned AstroCLIP model, or a spectrum (SpectrumEncoder, SpectrumEmbedder) "
+                     "or image (ImageEncoder) model for that modality")
+
+
+def _check_embedding(emb, n, fn):
+    if emb.ndim != 2 or emb.shape[0] != n:
+        owner = getattr(fn, "__self__", fn)
+        raise InputError(f"{type(owner).__name__} returned an output of shape "
+                         f"{tuple(emb.shape)} for a batch of {n}; an embedding must be "
+                         "(batch, d): give the model an encode_spectrum / encode_image method "
+                         "that pools its output")
 
 
 def _run_batches(fn, array, *, batch_size, device, progress, desc):
@@ -123,6 +140,7 @@ def _run_batches(fn, array, *, batch_size, device, progress, desc):
         for start in range(0, n, batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(array[start:start + batch_size]))
             emb = fn(batch.to(device)).float().cpu().numpy()
+            _check_embedding(emb, len(batch), fn)
             if out is None:
                 out = np.empty((n, emb.shape[1]), dtype=np.float32)
             out[start:start + len(emb)] = emb

@@ -88,7 +88,13 @@ RELEASED_MODELS = {
             name="specformer-released", repo_id="polymathic-ai/specformer",
             filename="specformer.ckpt", part="specformer",
             description="Released SpecFormer spectrum transformer (masked-filling "
-                        "pretraining only; no shared embedding)"),
+                        "pretraining); spectrum embedding: the mean of its output tokens, "
+                        "768-d, not in the AstroCLIP space"),
+        ReleasedModel(
+            name="astrodino-released", repo_id="polymathic-ai/astrodino",
+            filename="astrodino.ckpt", part="astrodino",
+            description="Released AstroDINO image ViT-L/12 (DINOv2 pretraining); image "
+                        "embedding: its class token, 1024-d, not in the AstroCLIP space"),
     ]
 }
 

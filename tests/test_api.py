@@ -114,9 +114,38 @@ def test_load_model_errors(tmp_path, model_dir):
 
 
 def test_spectrum_only_model_cannot_embed_images(tmp_path, rng):
+    from astroclip.exceptions import InputError
+    from astroclip.models.heads import MLP
     from astroclip.models.spectrum import SpectrumEncoder
-    with pytest.raises(ValueError, match="cannot embed image"):
-        api._encoder(SpectrumEncoder(embed_dim=16, num_layers=1, num_heads=2), "image")
+
+    enc = SpectrumEncoder(embed_dim=16, num_layers=1, num_heads=2)
+    with pytest.raises(InputError, match=r"cannot embed image data.*embed_spectrum"):
+        api._encoder(enc, "image")
+    # a bare spectrum transformer embeds with the mean of its output tokens
+    flux = fake_spectra(3, rng)
+    emb = astroclip.embed_spectrum(flux * grid.FLUX_UNIT, wavelength=grid.wavelength_grid(),
+                                   model=enc, progress=False, device="cpu")
+    with torch.no_grad():
+        tokens = enc.eval()(torch.from_numpy(flux))
+    assert emb.shape == (3, 16)
+    np.testing.assert_allclose(emb, tokens.mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match=r"'MLP' \(MLP\) cannot embed spectrum data: it has no "
+                                         r"encode_spectrum method"):
+        astroclip.embed_spectrum(flux * grid.FLUX_UNIT, wavelength=grid.wavelength_grid(),
+                                 model=MLP(4, (8,), 2), progress=False, device="cpu")
+
+    class Tokens(torch.nn.Module):      # an embedding method that forgot to pool
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def encode_spectrum(self, flux):
+            return flux[:, :10, None].expand(-1, -1, 4) * self.w
+
+    with pytest.raises(InputError, match=r"Tokens returned an output of shape \(3, 10, 4\) for "
+                                         r"a batch of 3; an embedding must be \(batch, d\)"):
+        astroclip.embed_spectrum(flux * grid.FLUX_UNIT, wavelength=grid.wavelength_grid(),
+                                 model=Tokens(), progress=False, device="cpu")
 
 
 def _write_paired(path, n, rng):

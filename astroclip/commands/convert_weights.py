@@ -1,25 +1,38 @@
-"""``astroclip convert-weights``: released Lightning checkpoints -> our safetensors + JSON."""
+"""``astroclip convert-weights``: released checkpoints -> our safetensors + JSON."""
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "Convert a released AstroCLIP checkpoint (specformer.ckpt, astroclip.ckpt) to our format."
+HELP = ("Convert a released checkpoint (specformer.ckpt, astroclip.ckpt, astrodino.ckpt) to "
+        "our format.")
+
+#: command-line option -> keyword argument of the part converters
+_HEAD_OPTIONS = {"num_heads": "num_heads", "image_num_heads": "image_num_heads",
+                 "spectrum_num_heads": "spectrum_num_heads"}
 
 
 def add_arguments(parser):
-    parser.add_argument("checkpoint", help="released checkpoint file (never unpickled with code)")
+    parser.add_argument("checkpoint", help="released checkpoint file (read without running any "
+                                           "code from it)")
     parser.add_argument("--out", required=True, help="output model folder")
     parser.add_argument("--part", default="specformer",
-                        help="what to extract: specformer, astroclip-spectrum, or a part "
-                             "registered by other models (default: specformer)")
+                        help="what to extract: specformer, astroclip, astroclip-image, "
+                             "astroclip-spectrum, astrodino, or a part registered by other "
+                             "models (default: specformer)")
     parser.add_argument("--num-heads", type=int, default=None,
-                        help="attention heads, when the checkpoint does not record them")
+                        help="attention heads of the part's transformer(s), when the "
+                             "checkpoint does not record them (part astroclip: both)")
+    parser.add_argument("--image-num-heads", type=int, default=None,
+                        help="part astroclip: attention heads of the ViT (default width/64)")
+    parser.add_argument("--spectrum-num-heads", type=int, default=None,
+                        help="part astroclip: attention heads of the spectrum transformer")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model")
 
 
 def run(args):
     from ..models.weights import convert_released_checkpoint
 
-    options = {} if args.num_heads is None else {"num_heads": args.num_heads}
+    options = {kw: getattr(args, opt) for opt, kw in _HEAD_OPTIONS.items()
+               if getattr(args, opt) is not None}
     out = convert_released_checkpoint(args.checkpoint, out=args.out, part=args.part,
                                       overwrite=args.overwrite, **options)
     print(f"converted {args.checkpoint} ({args.part}) -> {out}")

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..exceptions import CheckpointError
 from .image import ImageEncoder
 from .presets import get_preset
 from .spectrum import SpectrumEmbedder
@@ -330,7 +331,10 @@ class AstroCLIP(nn.Module):
         """Parameters no embedding path uses (kept frozen so DDP sees no unused ones)."""
         out = []
         bb = self.image_encoder.backbone
-        for name in ("cls_token", "pos_embed", "mask_token", "register_tokens"):
+        names = ("cls_token", "pos_embed", "mask_token", "register_tokens")
+        if getattr(self.image_encoder, "embedding", "head") == "class_token":
+            names = ("mask_token",)  # the class-token path uses the others
+        for name in names:
             p = getattr(bb, name, None)
             if isinstance(p, nn.Parameter):
                 out.append(p)
@@ -480,38 +484,58 @@ def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=Non
     return "ImageEncoder", dict(model.config), out
 
 
-def convert_astrodino(state, hparams, *, num_heads=None, embed_dim=1024, pooling_heads=4):
-    """Map a released ``astrodino.ckpt`` (DINOv2 ViT) onto an `ImageEncoder` backbone.
+_DINO_HEADS = ("dino_head.", "ibot_head.")
 
-    The backbone tensors are found under the usual wrappers (``teacher``,
-    ``backbone.``, ...); the embedding head is freshly initialised (it is trained
-    by the alignment).
+
+def convert_astrodino(state, hparams, *, num_heads=None):
+    """Map a released ``astrodino.ckpt`` (DINOv2 ViT) onto a class-token `ImageEncoder`.
+
+    The reference DINOv2 trainer saves ``{"teacher": model.teacher.state_dict()}``:
+    the ViT under ``backbone.`` (DINOv2 names) and the training heads under
+    ``dino_head.`` (and ``ibot_head.`` with a separate iBOT head);
+    `astroclip.models.convert.read_checkpoint` hands the teacher dict here.  A
+    bare ViT state dict, optionally with DDP's ``module.`` prefix (what DINOv2's
+    ``load_pretrained_weights`` strips), is accepted too.  The training heads
+    are dropped.
+
+    The result embeds like the reference: centre crop, colour mapping, ViT,
+    and the normalised class token (``embedding="class_token"``, width of the
+    ViT); no randomly initialised tensor is involved.  For the alignment,
+    `ImageEncoder.with_head` adds a fresh cross-attention head.
+
+    Parameters
+    ----------
+    num_heads : int, optional
+        Attention heads of the ViT (default ``width / 64``: 16 for the released
+        ViT-L).
 
     Returns
     -------
     class_name, config, state_dict
     """
-    from .image import extract_backbone_state_dict
-
-    for prefix in ("teacher.backbone.", "student.backbone."):
-        if any(k.startswith(prefix) for k in state):
-            state = _weights._strip(state, prefix)
-            break
-    sd = extract_backbone_state_dict(dict(state))
-    sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "dino_head.", "ibot_head."))}
+    sd = dict(state)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = _weights._strip(sd, "module.")
+    if any(k.startswith("backbone.") for k in sd):
+        unknown = [k for k in sd if not k.startswith(("backbone.",) + _DINO_HEADS)]
+        if unknown:
+            raise CheckpointError(
+                f"unexpected keys in the astrodino checkpoint: {_weights._summary(unknown)}; "
+                "expected the DINOv2 trainer's teacher dict (backbone.*, dino_head.*, "
+                "ibot_head.*) or a bare ViT state dict")
+        sd = _weights._strip(sd, "backbone.")
     backbone = _vit_config(sd, num_heads=num_heads)
-    cfg = get_preset("image", "released")
-    cfg.update(backbone="vit", backbone_kwargs=backbone, embed_dim=int(embed_dim),
-               crop_size=backbone["img_size"], head_heads=int(pooling_heads))
-    model = ImageEncoder(**cfg)
+    cfg = dict(backbone="vit", backbone_kwargs=backbone, crop_size=backbone["img_size"],
+               input_mapping="color_map", embedding="class_token")
+    with torch.device("meta"):
+        model = ImageEncoder(**cfg)
     full = {f"backbone.{k}": v for k, v in sd.items()}
-    full.update({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")})
     _weights.check_state_dict(model, full, source="astrodino checkpoint")
     return "ImageEncoder", dict(model.config), full
 
 
-def convert_astroclip(state, hparams, *, image_num_heads=None, spectrum_num_heads=None,
-                      pooling_heads=4, logit_scale=None):
+def convert_astroclip(state, hparams, *, num_heads=None, image_num_heads=None,
+                      spectrum_num_heads=None, pooling_heads=4, logit_scale=None):
     """Map a whole released ``astroclip.ckpt`` onto `AstroCLIP`.
 
     Both sides are converted (`convert_image_side`,
@@ -521,9 +545,13 @@ def convert_astroclip(state, hparams, *, image_num_heads=None, spectrum_num_head
 
     Parameters
     ----------
+    num_heads : int, optional
+        Attention heads of both transformers, unless given separately (the
+        ``--num-heads`` option of ``astroclip convert-weights``).
     image_num_heads, spectrum_num_heads : int, optional
-        Attention heads of the ViT (default ``width / 64``) and of the spectrum
-        transformer (default: from the hyper-parameters, 6 for width 768).
+        Attention heads of the ViT (default ``width / 64``: 16 for the released
+        ViT-L) and of the spectrum transformer (default: from the
+        hyper-parameters, 6 for width 768).
     pooling_heads : int, optional
         Heads of both cross-attention heads (4).
 
@@ -531,6 +559,8 @@ def convert_astroclip(state, hparams, *, image_num_heads=None, spectrum_num_head
     -------
     class_name, config, state_dict
     """
+    image_num_heads = num_heads if image_num_heads is None else image_num_heads
+    spectrum_num_heads = num_heads if spectrum_num_heads is None else spectrum_num_heads
     _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
                                          num_heads=image_num_heads)
     _, scfg, sstate = _weights.convert_spectrum_side(state, hparams, pooling_heads=pooling_heads,
@@ -557,7 +587,7 @@ _weights.register_released_part(
     description="astroclip.ckpt, image side: DINOv2 ViT + cross-attention head")
 _weights.register_released_part(
     "astrodino", convert_astrodino,
-    description="astrodino.ckpt: the DINOv2 ViT image backbone (new embedding head)")
+    description="astrodino.ckpt: the DINOv2 ViT image backbone (class-token embedding)")
 _weights.register_released_part(
     "astroclip", convert_astroclip,
     description="astroclip.ckpt: the whole aligned model (image and spectrum sides)")

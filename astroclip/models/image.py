@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from astroclip.exceptions import InputError
 from astroclip.inputs import grid
 from astroclip.models import weights as _weights
 from astroclip.models.heads import CrossAttentionHead
@@ -39,7 +40,7 @@ __all__ = [
     "Bottleneck", "ResNet", "resnet50",
     "PatchEmbed", "Attention", "LayerScale", "ViTMlp", "ViTBlock", "BlockChunk",
     "VisionTransformer", "center_crop", "load_backbone_weights",
-    "extract_backbone_state_dict", "ImageEncoder",
+    "extract_backbone_state_dict", "ImageEncoder", "EMBEDDINGS",
 ]
 
 
@@ -550,6 +551,9 @@ def load_backbone_weights(model, source, *, include_head=True):
 
 
 _BACKBONES = {"resnet": ResNet, "vit": VisionTransformer}
+#: How `ImageEncoder` embeds: ``"head"`` (its trained embedding head) or
+#: ``"class_token"`` (a ViT's normalised class token, the AstroDINO embedding).
+EMBEDDINGS = ("head", "class_token")
 
 
 class ImageEncoder(nn.Module):
@@ -567,7 +571,8 @@ class ImageEncoder(nn.Module):
         the embedding head is its ``fc`` (the MoCo v2 projection MLP when
         ``mlp_hidden`` is set; ``num_classes`` is set to ``embed_dim``).
     embed_dim : int, optional
-        Size of the embedding.
+        Size of the embedding: 128 by default; with
+        ``embedding="class_token"`` the ViT's width (the only allowed value).
     crop_size : int, optional
         Centre crop applied first (96 for the paper's ResNet, 144 for the ViT).
     input_mapping : {"flux", "color_map"}, optional
@@ -577,6 +582,12 @@ class ImageEncoder(nn.Module):
         Attention heads of the ViT's cross-attention pooling head.
     dropout : float, optional
         Dropout of the ViT's pooling head.
+    embedding : {"head", "class_token"}, optional
+        ``"head"``: the embedding head (cross-attention for the ViT, ``fc`` for
+        the ResNet).  ``"class_token"`` (ViT only): no head, the embedding is
+        the backbone's normalised class token (DINOv2's ``x_norm_clstoken``),
+        the embedding of the released AstroDINO model; `with_head` gives such
+        an encoder a fresh head for the alignment.
 
     Notes
     -----
@@ -596,27 +607,32 @@ class ImageEncoder(nn.Module):
     ...     img_size=48, embed_dim=24, depth=1, num_heads=2), input_mapping="color_map")
     >>> enc(torch.rand(2, 3, 152, 152) * 0.1).shape
     torch.Size([2, 16])
+    >>> dino = ImageEncoder(backbone="vit", embedding="class_token", input_mapping="color_map",
+    ...                     backbone_kwargs=dict(img_size=48, embed_dim=24, depth=1, num_heads=2))
+    >>> dino.encode_image(torch.rand(2, 3, 152, 152) * 0.1).shape
+    torch.Size([2, 24])
     """
 
-    def __init__(self, *, backbone="resnet", backbone_kwargs=None, embed_dim=128, crop_size=None,
-                 input_mapping="flux", head_heads=4, dropout=0.0):
+    def __init__(self, *, backbone="resnet", backbone_kwargs=None, embed_dim=None, crop_size=None,
+                 input_mapping="flux", head_heads=4, dropout=0.0, embedding="head"):
         super().__init__()
         if backbone not in _BACKBONES:
             raise ValueError(f"unknown image backbone {backbone!r}; choose one of "
                              f"{sorted(_BACKBONES)}")
         if input_mapping not in ("flux", "color_map"):
             raise ValueError(f"input_mapping={input_mapping!r} must be 'flux' or 'color_map'")
+        if embedding not in EMBEDDINGS:
+            raise InputError(f"embedding={embedding!r} must be one of {EMBEDDINGS}")
+        if embedding == "class_token" and backbone != "vit":
+            raise InputError("embedding='class_token' needs a ViT backbone (backbone='vit'); "
+                             "a ResNet embeds with its fc head (embedding='head')")
         kwargs = dict(backbone_kwargs or {})
-        self.config = dict(backbone=backbone, backbone_kwargs=dict(kwargs),
-                           embed_dim=int(embed_dim),
-                           crop_size=None if crop_size is None else int(crop_size),
-                           input_mapping=input_mapping, head_heads=int(head_heads),
-                           dropout=float(dropout))
         self.backbone_name = backbone
-        self.embed_dim = int(embed_dim)
+        self.embedding = embedding
         self.input_mapping = input_mapping
         self.n_bands = len(grid.BANDS)
         if backbone == "resnet":
+            self.embed_dim = 128 if embed_dim is None else int(embed_dim)
             kwargs["num_classes"] = self.embed_dim
             kwargs.setdefault("in_channels", self.n_bands)
             self.backbone = ResNet(**kwargs)
@@ -629,14 +645,70 @@ class ImageEncoder(nn.Module):
             if crop_size is not None and int(crop_size) != self.crop_size:
                 raise ValueError(f"crop_size={crop_size} differs from the ViT's "
                                  f"img_size={self.crop_size}")
+            self.embed_dim = self._vit_embed_dim(embed_dim)
             # released image side: learned query over the patch tokens, MLP without residual
-            self.cross_attention = CrossAttentionHead(
+            self.cross_attention = None if embedding == "class_token" else CrossAttentionHead(
                 self.embed_dim, self.backbone.embed_dim, num_heads=head_heads, dropout=dropout,
                 residual=False)
+        self.config = dict(backbone=backbone, backbone_kwargs=dict(backbone_kwargs or {}),
+                           embed_dim=self.embed_dim,
+                           crop_size=None if crop_size is None else int(crop_size),
+                           input_mapping=input_mapping, head_heads=int(head_heads),
+                           dropout=float(dropout), embedding=embedding)
+
+    def _vit_embed_dim(self, embed_dim):
+        if self.embedding == "head":
+            return 128 if embed_dim is None else int(embed_dim)
+        width = self.backbone.embed_dim
+        if embed_dim is not None and int(embed_dim) != width:
+            raise InputError(f"embed_dim={embed_dim} but a class-token embedding has the ViT's "
+                             f"width {width}; leave embed_dim out (or use embedding='head')")
+        return width
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def with_head(self, *, embed_dim=None, head_heads=None, dropout=None):
+        """This encoder with a freshly initialised embedding head (for the alignment).
+
+        The backbone (and its weights) is shared with ``self``.  An encoder that
+        already has a head is returned unchanged.
+
+        Parameters
+        ----------
+        embed_dim, head_heads, dropout : optional
+            The head's width, attention heads and dropout (default: this
+            encoder's configuration; width 128 for a class-token encoder).
+
+        Returns
+        -------
+        `ImageEncoder`
+
+        Examples
+        --------
+        >>> from astroclip.models.image import ImageEncoder
+        >>> dino = ImageEncoder(backbone="vit", embedding="class_token",
+        ...                     backbone_kwargs=dict(img_size=48, embed_dim=24, depth=1,
+        ...                                          num_heads=2))
+        >>> dino.with_head(embed_dim=16).embed_dim
+        16
+        """
+        if self.embedding == "head":
+            return self
+        cfg = dict(self.config, embedding="head",
+                   embed_dim=128 if embed_dim is None else int(embed_dim))
+        if head_heads is not None:
+            cfg["head_heads"] = int(head_heads)
+        if dropout is not None:
+            cfg["dropout"] = float(dropout)
+        with torch.device("meta"):
+            out = ImageEncoder(**cfg)
+        out.backbone = self.backbone
+        out.cross_attention = CrossAttentionHead(
+            out.embed_dim, self.backbone.embed_dim, num_heads=cfg["head_heads"],
+            dropout=cfg["dropout"], residual=False).to(next(self.parameters()).device)
+        return out
 
     def preprocess(self, images):
         """Check the input, centre crop and (ViT) colour map: what the backbone sees."""
@@ -662,6 +734,8 @@ class ImageEncoder(nn.Module):
         """Parameters of the dense embedding head trained during alignment."""
         if self.backbone_name == "resnet":
             return list(self.backbone.fc.parameters())
+        if self.cross_attention is None:
+            return []
         return list(self.cross_attention.parameters())
 
     def backbone_modules(self):
@@ -671,15 +745,23 @@ class ImageEncoder(nn.Module):
         return [self.backbone]
 
     def features(self, x):
-        """Backbone output of preprocessed images: pooled (ResNet) or patch tokens (ViT)."""
+        """Backbone output of preprocessed images: pooled (ResNet), patch tokens (ViT with a
+        head) or the normalised class token (``embedding="class_token"``)."""
         if self.backbone_name == "resnet":
             return self.backbone.forward_features(x)
+        if self.embedding == "class_token":
+            return self.backbone(x)
         return self.backbone.forward_patch_tokens(x)
 
     def head(self, feats, *, return_weights=False):
-        """Embedding head on backbone features."""
+        """Embedding head on backbone features (the identity for a class-token embedding)."""
         if self.backbone_name == "resnet":
             out, weights = self.backbone.fc(feats), None
+        elif self.cross_attention is None:
+            if return_weights:
+                raise InputError("a class-token embedding has no attention head, hence no "
+                                 "attention weights; use an encoder with embedding='head'")
+            out, weights = feats, None
         elif return_weights:
             out, weights = self.cross_attention(feats, return_weights=True)
         else:
@@ -689,6 +771,10 @@ class ImageEncoder(nn.Module):
     def forward(self, images, *, return_weights=False):
         x = self.preprocess(images)
         return self.head(self.features(x), return_weights=return_weights)
+
+    def encode_image(self, images):
+        """Raw cutouts ``(B, 3, H, W)`` (g, r, z nanomaggies) -> embeddings ``(B, embed_dim)``."""
+        return self(images)
 
 
 _weights.register_model_class("ImageEncoder", "astroclip.models.image:ImageEncoder", family="image")

@@ -176,6 +176,8 @@ class SpectrumEncoder(nn.Module):
     >>> flux = torch.rand(2, 7781)
     >>> model(flux).shape
     torch.Size([2, 778, 32])
+    >>> model.encode_spectrum(flux).shape     # mean over the 778 output tokens
+    torch.Size([2, 32])
     >>> model.tokenize(flux).shape
     torch.Size([2, 778, 22])
     """
@@ -351,6 +353,17 @@ class SpectrumEncoder(nn.Module):
 
     embed = forward
 
+    def encode_spectrum(self, flux):
+        """Flux (B, n_pixels) -> one embedding per spectrum, (B, embed_dim).
+
+        The mean of the output tokens (statistics token included, after the
+        final LayerNorm): how the reference code uses the released SpecFormer
+        downstream (PolymathicAI/AstroCLIP, property estimation).  This is
+        not the aligned AstroCLIP embedding space; `SpectrumEmbedder` and
+        `~astroclip.models.clip.AstroCLIP` embed with their pooling head.
+        """
+        return self(flux).mean(dim=1)
+
     def predict_tokens(self, tokens):
         """Masked-prediction output: tokens (B, L, F) -> predicted tokens (B, L, F)."""
         return self.head(self.encode_tokens(tokens))
@@ -463,6 +476,10 @@ class SpectrumEmbedder(nn.Module):
     def forward(self, flux, *, return_weights=False):
         """Flux (B, n_pixels) -> embedding (B, d) (and attention weights (B, heads, L))."""
         return self.pooling(self.backbone(flux), return_weights=return_weights)
+
+    def encode_spectrum(self, flux):
+        """Flux (B, n_pixels) -> embeddings (B, d) of the pooling head."""
+        return self(flux)
 
     def attention_maps(self, flux):
         """Per-head attention of the pooling query over the tokens, (B, heads, n_tokens)."""

@@ -18,12 +18,14 @@ and its class is registered (`register_model_class`).
 
 Released checkpoints
 --------------------
-`convert_released_checkpoint` reads a released PyTorch Lightning checkpoint
-with ``torch.load(weights_only=True, map_location="cpu")`` (a file whose
-unpickling would run code is refused, nothing is executed), maps its
-``state_dict`` onto our modules (``../shared/reference/method.md`` section 6),
-checks that every tensor lands somewhere with the right shape and that nothing
-is missing, and writes our format.  Parts known here:
+`convert_released_checkpoint` reads a released checkpoint with
+`astroclip.models.convert.read_checkpoint` (``torch.load(weights_only=True)``
+first, then, for a Lightning checkpoint whose hyper-parameters pickle modules
+of the reference code, a restricted unpickler that imports and calls nothing),
+maps its tensors onto our modules (the names of the public reference code,
+PolymathicAI/AstroCLIP), checks that every tensor lands somewhere with the
+right shape and that nothing is missing, and writes our format.  Parts known
+here:
 
 - ``"specformer"``: ``specformer.ckpt`` -> `~astroclip.models.spectrum.SpectrumEncoder`
   (the names are ours already);
@@ -42,12 +44,14 @@ a part is looked up.  A part converter is ``fn(state_dict, hparams, **options)
 
 import importlib
 import json
-import pickle
 from pathlib import Path
 
 import torch
 
 from .._io import atomic_path, check_output_path
+from ..exceptions import InputError
+from .convert import read_checkpoint
+from .convert import read_released_checkpoint  # noqa: F401 - its historical import path
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE", "CONFIG_FILE", "MODEL_CLASSES",
@@ -236,43 +240,6 @@ def load_model(path, *, device="cpu", eval=True):
 
 
 # ------------------------------------------------------------------ released checkpoints
-def read_released_checkpoint(path):
-    """Safely read a (Lightning) checkpoint: ``(state_dict, hyper_parameters)``.
-
-    Uses ``torch.load(weights_only=True, map_location="cpu")``: only tensors
-    and plain containers are rebuilt; anything that would call code while
-    unpickling is refused with a `ValueError` and never executed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        raise ValueError(
-            f"refusing to read {path}: its unpickling would construct objects other than "
-            f"tensors and plain containers (possibly running code), so it was not loaded "
-            f"({first[0] if first else 'UnpicklingError'}). Only load checkpoints you "
-            "trust; released AstroCLIP checkpoints contain tensors only.") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
-    if "state_dict" in obj:
-        state, hparams = obj["state_dict"], obj.get("hyper_parameters") or {}
-    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, hparams = obj, {}
-    else:
-        raise ValueError(f"{path} has no 'state_dict' (keys: {sorted(obj)[:10]}); expected a "
-                         "Lightning checkpoint or a plain state dict")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"the state_dict of {path} is not a dict of tensors")
-    if not isinstance(hparams, dict):
-        hparams = {}
-    return dict(state), dict(hparams)
-
-
 def _summary(keys, n=8):
     keys = sorted(keys)
     more = f" ... and {len(keys) - n} more" if len(keys) > n else ""
@@ -451,35 +418,65 @@ def _load_part_modules():
                 raise
 
 
+def _check_options(part, converter, options):
+    """Refuse options the part's converter does not take (instead of a TypeError)."""
+    import inspect
+
+    params = list(inspect.signature(converter).parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"part {part!r} does not take {', '.join(unknown)}; its options are "
+                         f"{', '.join(known) or 'none'}")
+
+
+def _float32(state):
+    """Half-precision tensors (mixed-precision training) widened to float32."""
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in state.items()}
+
+
 def convert_released_checkpoint(path, *, out, part="specformer", overwrite=False, **options):
     """Convert a released AstroCLIP checkpoint into our safetensors + JSON format.
+
+    The file is read by `astroclip.models.convert.read_checkpoint`: nothing
+    from it is imported or run, in any of the layouts the reference code writes
+    (Lightning checkpoints, whose hyper-parameters may hold pickled modules,
+    and the DINOv2 trainer's ``{"teacher": state_dict}``).
 
     Parameters
     ----------
     path : path
-        ``specformer.ckpt`` or ``astroclip.ckpt`` (a Lightning checkpoint).
+        ``specformer.ckpt``, ``astroclip.ckpt`` or ``astrodino.ckpt``.
     out : path
         Output model folder.
     part : str, optional
-        Which model to extract (`RELEASED_PARTS`): ``"specformer"`` or
-        ``"astroclip-spectrum"`` here; other parts are registered by the
-        modules that define them.
+        Which model to extract (`RELEASED_PARTS`): ``"specformer"``,
+        ``"astroclip"``, ``"astroclip-image"``, ``"astroclip-spectrum"`` or
+        ``"astrodino"``.
     overwrite : bool, optional
         Replace an existing model in ``out``.
     **options
         Passed to the part converter (e.g. ``num_heads=`` when the checkpoint
-        does not record it).
+        does not record it); an option the part does not take is an
+        `~astroclip.exceptions.InputError`.
 
     Returns
     -------
     `pathlib.Path`
-        The output folder; load it with `load_model`.
+        The output folder; load it with `load_model`.  Its ``config.json``
+        metadata records the source file, part, layout, the plain-data
+        hyper-parameters and the classes the file named but that were not
+        imported.
 
     Raises
     ------
     ValueError
-        Unknown part; a file whose unpickling would run code; missing,
-        unexpected or mis-shaped tensors.
+        Unknown part or option; a file that is not a checkpoint in a known
+        layout (`~astroclip.exceptions.CheckpointError`); missing, unexpected
+        or mis-shaped tensors.
 
     Examples
     --------
@@ -490,13 +487,17 @@ def convert_released_checkpoint(path, *, out, part="specformer", overwrite=False
     if part not in RELEASED_PARTS:
         raise ValueError(f"unknown part {part!r}; available: "
                          + "; ".join(f"{k} ({v[0]})" for k, v in sorted(RELEASED_PARTS.items())))
-    check_output_path(Path(out) / CONFIG_FILE, overwrite=overwrite)
     converter = RELEASED_PARTS[part][1]
     if isinstance(converter, str):
         converter = _resolve(converter)
-    state, hparams = read_released_checkpoint(path)
-    name, config, new_state = converter(state, hparams, **options)
+    _check_options(part, converter, options)
+    check_output_path(Path(out) / CONFIG_FILE, overwrite=overwrite)
+    ckpt = read_checkpoint(path)
+    hparams = ckpt.hyper_parameters
+    name, config, new_state = converter(_float32(ckpt.state_dict), hparams, **options)
     model = _build_loaded(name, config, new_state, source=str(path))
     return save_model(model, out, overwrite=overwrite,
                       metadata={"converted_from": Path(path).name, "part": part,
-                                "source_hyper_parameters": _jsonable(hparams)})
+                                "source_layout": ckpt.layout,
+                                "source_hyper_parameters": _jsonable(hparams),
+                                "source_objects_not_imported": ckpt.not_imported})

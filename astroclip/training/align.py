@@ -251,6 +251,15 @@ def _is_preset(value, presets):
     return isinstance(value, str) and value in presets and not Path(value).exists()
 
 
+def _with_alignment_head(encoder, preset):
+    """A class-token encoder (converted AstroDINO) gets a fresh head shaped as ``preset``'s."""
+    if getattr(encoder, "embedding", "head") != "class_token":
+        return encoder
+    cfg = get_preset("image", preset)
+    return encoder.with_head(embed_dim=cfg.get("embed_dim"), head_heads=cfg.get("head_heads"),
+                             dropout=cfg.get("dropout"))
+
+
 def resolve_image_encoder(image_model, *, preset="paper"):
     """Turn ``image_model`` into an `~astroclip.models.image.ImageEncoder`.
 
@@ -258,7 +267,9 @@ def resolve_image_encoder(image_model, *, preset="paper"):
     ----------
     image_model : str, path or `torch.nn.Module`
         An image preset name (random initialisation); a model folder in our
-        format holding an ``ImageEncoder`` (e.g. from `pretrain_images`) or an
+        format holding an ``ImageEncoder`` (e.g. from `pretrain_images`; a
+        converted ``astrodino.ckpt``, which embeds with its class token, gets a
+        fresh cross-attention head shaped as ``preset``'s) or an
         ``AstroCLIP`` (its image side); a torchvision / MoCo v2 ResNet or DINOv2
         ViT checkpoint file, loaded into the backbone of image preset
         ``preset``; or an ``ImageEncoder`` / ``AstroCLIP`` instance.
@@ -271,7 +282,7 @@ def resolve_image_encoder(image_model, *, preset="paper"):
     pretrained : bool
     """
     if isinstance(image_model, ImageEncoder):
-        return image_model, True
+        return _with_alignment_head(image_model, preset), True
     if isinstance(image_model, AstroCLIP):
         return image_model.image_encoder, True
     if isinstance(image_model, torch.nn.Module):
@@ -287,7 +298,7 @@ def resolve_image_encoder(image_model, *, preset="paper"):
         if not isinstance(model, ImageEncoder):
             raise ValueError(f"{path} holds a {type(model).__name__}, not an image encoder; pass "
                              "a folder written by pretrain_images or align")
-        return model, True
+        return _with_alignment_head(model, preset), True
     if path.is_file():
         enc = ImageEncoder(**get_preset("image", preset))
         sd = extract_backbone_state_dict(path)

@@ -263,21 +263,3 @@ def test_convert_released_astroclip_checkpoint(tmp_path):
     bad.pop("image_encoder.backbone.norm.weight")
     with pytest.raises(ValueError, match="norm.weight"):
         convert_astroclip(bad, {}, image_num_heads=2, spectrum_num_heads=2)
-
-
-def test_convert_astrodino_checkpoint(tmp_path):
-    from astroclip.models.image import VisionTransformer
-
-    vit = VisionTransformer(img_size=48, embed_dim=32, depth=2, num_heads=2, block_chunks=2)
-    state = {f"teacher.backbone.{k}": v for k, v in vit.state_dict().items()}
-    state["teacher.dino_head.last_layer.weight"] = torch.zeros(8, 32)
-    state.update({f"student.backbone.{k}": v + 1 for k, v in vit.state_dict().items()})
-    path = tmp_path / "astrodino.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": {}}, path)
-    folder = weights.convert_released_checkpoint(path, out=tmp_path / "dino", part="astrodino",
-                                                 num_heads=2, embed_dim=16)
-    enc = weights.load_model(folder)
-    assert enc.config["backbone_kwargs"]["block_chunks"] == 2
-    assert enc.crop_size == 48 and enc.embed_dim == 16
-    got = enc.backbone.state_dict()
-    assert all(torch.equal(got[k], v) for k, v in vit.state_dict().items())  # the teacher

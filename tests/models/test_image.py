@@ -307,3 +307,46 @@ def test_image_encoder_vit_layout_and_weights():
         ImageEncoder(backbone="vgg")
     with pytest.raises(ValueError, match="input_mapping"):
         ImageEncoder(input_mapping="rgb")
+
+
+def test_image_encoder_class_token_embedding(tmp_path):
+    """The AstroDINO embedding: the ViT's normalised class token, no head, deterministic."""
+    from astroclip.exceptions import InputError
+    from astroclip.models.clip import AstroCLIP
+    from astroclip.models.weights import load_model, save_model
+
+    kw = dict(img_size=48, embed_dim=24, depth=2, num_heads=2)
+    enc = ImageEncoder(backbone="vit", embedding="class_token", input_mapping="color_map",
+                       backbone_kwargs=kw).eval()
+    assert enc.embed_dim == 24 and enc.cross_attention is None and enc.head_parameters() == []
+    assert not any(k.startswith("cross_attention") for k in enc.state_dict())
+    images = torch.rand(3, 3, 152, 152) * 0.1
+    with torch.no_grad():
+        z = enc.encode_image(images)
+        cls = enc.backbone.forward_features(enc.preprocess(images))["x_norm_clstoken"]
+    assert z.shape == (3, 24) and torch.equal(z, cls)
+    again = load_model(save_model(enc, tmp_path / "dino"))
+    assert again.embedding == "class_token"
+    with torch.no_grad():
+        assert torch.equal(again.encode_image(images), z)
+
+    head = enc.with_head(embed_dim=16, head_heads=4)
+    assert head.embedding == "head" and head.backbone is enc.backbone
+    assert head.config["embed_dim"] == 16 and head(images).shape == (3, 16)
+    assert head.with_head() is head
+    # in an aligned model trained end to end, the class-token path keeps cls_token/pos_embed
+    clip = AstroCLIP(image=enc.config, spectrum=dict(
+        backbone=dict(embed_dim=16, num_layers=1, num_heads=2, window=40, stride=40),
+        pooling=dict(embed_dim=24, num_heads=2)), freeze="none")
+    assert clip.image_encoder.backbone.cls_token.requires_grad
+    assert not clip.image_encoder.backbone.mask_token.requires_grad
+
+    with pytest.raises(InputError, match="needs a ViT"):
+        ImageEncoder(backbone="resnet", embedding="class_token")
+    with pytest.raises(InputError, match="embed_dim=16 but a class-token embedding has the "
+                                         "ViT's width 24"):
+        ImageEncoder(backbone="vit", embedding="class_token", embed_dim=16, backbone_kwargs=kw)
+    with pytest.raises(InputError, match="embedding='mean'"):
+        ImageEncoder(backbone="vit", embedding="mean", backbone_kwargs=kw)
+    with pytest.raises(InputError, match="no attention head"):
+        enc(images, return_weights=True)

@@ -6,15 +6,20 @@ random tensors, a nested Lightning-style dict) and compare our converted
 model against a forward pass written here, independently, from method.md.
 """
 
+import copyreg
+import functools
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from astroclip.cli import main
+from astroclip.exceptions import CheckpointError
 from astroclip.inputs import grid
 from astroclip.models.heads import MLP
+from astroclip.models.convert import read_checkpoint
 from astroclip.models.spectrum import SpectrumEncoder
 from astroclip.models.weights import (CONFIG_FILE, WEIGHTS_FILE, convert_released_checkpoint,
                                       load_model, read_model_config, save_model)
@@ -285,28 +290,94 @@ def test_missing_unexpected_and_wrong_shapes(tmp_path):
         convert_released_checkpoint(tmp_path / "junk.ckpt", out=tmp_path / "x")
 
 
-class _Payload:
-    """Unpickling this would call open(marker, "w"), creating the marker file."""
+class _SetStatePayload:
+    """Filling this object (pickle BUILD) creates the marker file, if the class is imported."""
 
     def __init__(self, marker):
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (open, (self.marker, "w"))
+        return (_SetStatePayload, ("unused",), {"marker": self.marker})
+
+    def __setstate__(self, state):
+        open(state["marker"], "w").close()
 
 
-def test_code_executing_pickle_is_refused(tmp_path):
+class _NewPayload:
+    """Creating this object (pickle NEWOBJ) creates the marker file, if the class is imported."""
+
+    def __new__(cls, marker):
+        open(marker, "w").close()
+        return object.__new__(cls)
+
+    def __reduce_ex__(self, protocol):
+        return (copyreg.__newobj__, (type(self), self.marker))
+
+
+def _payload(kind, marker):
+    command = f"touch {marker}"
+    if kind == "reduce":                  # REDUCE of os.system
+        return _Reduce(os.system, (command,))
+    if kind == "partial":                 # REDUCE of a callable built by REDUCE + BUILD
+        return _Reduce(functools.partial(os.system, command), ())
+    if kind == "setstate":
+        return _SetStatePayload(marker)
+    new = object.__new__(_NewPayload)
+    new.marker = str(marker)
+    return new
+
+
+class _Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+@pytest.mark.parametrize("kind", ["reduce", "reduce_legacy_format", "partial", "setstate",
+                                  "newobj", "in_state_dict"])
+def test_code_executing_pickles_run_nothing(tmp_path, kind):
     marker = tmp_path / "pwned"
     g = torch.Generator().manual_seed(4)
-    ckpt = {"state_dict": released_specformer_state(g, d=16, layers=1),
-            "hyper_parameters": {"num_heads": 2, "payload": _Payload(marker)}}
+    state = released_specformer_state(g, d=16, layers=1)
+    hparams = {"num_heads": 2, "lr": 1e-5}
+    if kind == "in_state_dict":
+        state["head.bias"] = _payload("reduce", marker)
+    else:
+        hparams["payload"] = _payload(kind.replace("_legacy_format", ""), marker)
     path = tmp_path / "evil.ckpt"
-    torch.save(ckpt, path)
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path,
+               _use_new_zipfile_serialization=not kind.endswith("legacy_format"))
     assert not marker.exists()
-    with pytest.raises(ValueError, match="refusing to read.*possibly running code"):
-        convert_released_checkpoint(path, out=tmp_path / "evil")
+    torch.load(path, weights_only=False)   # the payload is live: plain unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+
+    if kind in ("partial", "in_state_dict"):
+        # an inert stand-in cannot be called, or is not a tensor: refused, still nothing run
+        with pytest.raises(CheckpointError, match="restricted unpickler|not a dict of tensors"):
+            convert_released_checkpoint(path, out=tmp_path / "evil")
+        assert not (tmp_path / "evil").exists()
+    else:
+        model = load_model(convert_released_checkpoint(path, out=tmp_path / "evil"))
+        assert model.config["num_heads"] == 2
+        meta = read_model_config(tmp_path / "evil")["metadata"]
+        assert meta["source_hyper_parameters"] == {"num_heads": 2, "lr": 1e-5}
+        system = f"{os.system.__module__}.system"
+        culprit = {"reduce": system, "reduce_legacy_format": system,
+                   "setstate": f"{__name__}._SetStatePayload",
+                   "newobj": f"{__name__}._NewPayload"}[kind]
+        assert culprit in meta["source_objects_not_imported"]
     assert not marker.exists()
-    assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_archives_are_refused(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        read_checkpoint(path)
 
 
 def test_cli_convert_weights(tmp_path, capsys):
@@ -322,3 +393,24 @@ def test_cli_convert_weights(tmp_path, capsys):
     assert main(["convert-weights", str(path), "--out", str(tmp_path / "a"),
                  "--num-heads", "2"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_checkpoint_saved_on_a_gpu_reads_on_the_cpu(tmp_path):
+    """The released files were written from CUDA tensors; they load on a CPU-only machine."""
+    import zipfile
+    from unittest import mock
+
+    g = torch.Generator().manual_seed(6)
+    state = released_specformer_state(g, d=16, layers=1)
+    for name, hparams in (("plain", {"num_heads": 2}),
+                          ("modules", {"num_heads": 2, "head": MLP(3, (4,), 1)})):
+        path = tmp_path / f"{name}.ckpt"
+        # what torch.save records for tensors that live on the first GPU
+        with mock.patch.object(torch.serialization, "location_tag", lambda storage: "cuda:0"):
+            torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+        with zipfile.ZipFile(path) as zf:
+            assert b"cuda:0" in zf.read(f"{name}/data.pkl")
+        ckpt = read_checkpoint(path)
+        assert ckpt.restricted == (name == "modules")
+        assert all(v.device.type == "cpu" and torch.equal(v, state[k])
+                   for k, v in ckpt.state_dict.items())
