@@ -9,7 +9,7 @@ the model name, the package version and the weights' sha256.
 
 import json
 import os
-import shutil
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_output_path
 from ._optional import require
+from .exceptions import AstroclipWarning, DataFileError
 from .inputs import grid
 from .models.weights import WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -497,6 +498,49 @@ def _write_output(parts, out, fmt, modalities, info, n_chunks):
         table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
 
 
+#: File that marks a ``<out>.parts`` folder as made by `embed_catalog`.
+_PARTS_MARKER = ".astroclip-parts"
+
+
+def _our_part_files(parts):
+    """The files of ``parts`` that embed_catalog writes (chunks, manifest, temporaries)."""
+    names = ("manifest.json", _PARTS_MARKER)
+    return [p for p in parts.iterdir() if p.is_file() and (
+        p.name in names or (p.name.startswith("chunk_") and p.suffix == ".npz")
+        or (p.name.startswith((".chunk_", ".manifest.json.")) and p.name.endswith(".tmp")))]
+
+
+def _claim_parts(parts):
+    """Create ``parts`` (marked as ours), or check that an existing one is ours."""
+    if parts.exists():
+        if not parts.is_dir() or (not (parts / _PARTS_MARKER).is_file() and any(parts.iterdir())):
+            raise DataFileError(f"{parts} exists but was not made by astroclip.embed_catalog "
+                                f"(no {_PARTS_MARKER} file in it), so it was left untouched; "
+                                "move it away or choose another out")
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / _PARTS_MARKER).touch()
+
+
+def _clear_parts(parts):
+    """Remove the chunks and manifest of an earlier run (nothing else)."""
+    for p in _our_part_files(parts):
+        if p.name != _PARTS_MARKER:
+            p.unlink()
+
+
+def _remove_parts(parts):
+    """Remove our files from ``parts``, then the folder if nothing else is left in it."""
+    for p in _our_part_files(parts):
+        p.unlink()
+    others = sorted(p.name for p in parts.iterdir())
+    if others:
+        warnings.warn(f"{parts} was kept: it holds files that astroclip did not write "
+                      f"({', '.join(others[:5])}); the output is complete, remove the folder "
+                      "yourself", AstroclipWarning, stacklevel=3)
+    else:
+        parts.rmdir()
+
+
 def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, format=None,
                   device=None, batch_size=None, progress=None, overwrite=False, resume=True,
                   **prepare_kwargs):
@@ -577,15 +621,15 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
                 "n_chunks": len(chunks), "source": [str(s) for s in chunks.description]}
     parts = out.with_name(out.name + ".parts")
     manifest_path = parts / "manifest.json"
-    if parts.exists() and not resume:
-        shutil.rmtree(parts)
+    _claim_parts(parts)
+    if not resume:
+        _clear_parts(parts)
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         if previous != json.loads(json.dumps(manifest)):
             raise ValueError(f"{parts} holds chunks of an earlier run with another model, "
                              "input or chunking; pass resume=False to start afresh")
     else:
-        parts.mkdir(parents=True, exist_ok=True)
         with atomic_path(manifest_path) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=1))
     done = {i for i in range(len(chunks)) if (parts / f"chunk_{i:07d}.npz").exists()}
@@ -605,5 +649,5 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
         bar.update(1)
     bar.close()
     _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
-    shutil.rmtree(parts)
+    _remove_parts(parts)
     return out

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from astropy.table import Table
 from astropy.utils.data import download_file, is_url_in_cache
 
 from ._io import atomic_path
+from .exceptions import DataFileError, InputError, ModelFormatError
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE, convert_released_checkpoint
 
 __all__ = ["ReleasedModel", "RELEASED_MODELS", "model_dir", "resolve_model_path",
@@ -266,29 +268,70 @@ def resolve_model_path(name, *, download=True, progress=True):
                      "path of a model folder")
 
 
+def _check_model_name(name):
+    """Refuse names that are not one plain folder inside the model directory."""
+    text = name if isinstance(name, str) else None
+    if (not text or text in (".", "..") or text.startswith(".") or text != text.strip()
+            or any(c in text for c in "/\\\0") or os.path.isabs(text)):
+        raise InputError(f"model name {name!r} cannot be used: give a plain folder name such "
+                         "as 'my-model' (letters, digits, '-', '_', '.'; not empty, no path "
+                         "separator, not starting with '.')")
+    return text
+
+
 def register_model(path, name, *, overwrite=False):
     """Copy a model folder into the local model directory under ``name``.
+
+    The name is checked before anything is written; the copy is made beside
+    the destination and moved into place, so a failed copy leaves an older
+    model of that name intact.  Only a model folder (``config.json`` +
+    ``model.safetensors``) is ever replaced.
+
+    Raises
+    ------
+    InputError
+        ``name`` is not a plain folder name, or is the name of a released model.
+    ModelFormatError
+        ``path`` is not a model folder.
+    FileExistsError
+        A model called ``name`` exists and ``overwrite`` is False.
+    DataFileError
+        ``name`` exists in the model directory but is not a model folder.
 
     Examples
     --------
     >>> from astroclip.registry import register_model
     >>> register_model("run/model", "my-mock-model")  # doctest: +SKIP
     """
+    name = _check_model_name(name)
     src = Path(path)
     if not _is_model_folder(src):
-        raise ValueError(f"{src} is not a model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
+        raise ModelFormatError(f"{src} is not a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}); "
+                               "give the folder written by save_model or a training command")
     if name in RELEASED_MODELS:
-        raise ValueError(f"{name!r} is the name of a released model; choose another name")
-    dst = model_dir() / name
-    if dst.exists():
+        raise InputError(f"{name!r} is the name of a released model; choose another name")
+    root = model_dir().resolve()
+    dst = root / name
+    if dst.exists() or dst.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"a model named {name!r} exists in {model_dir()}; "
+            raise FileExistsError(f"a model named {name!r} exists in {root}; "
                                   "pass overwrite=True to replace it")
-        shutil.rmtree(dst)
-    tmp = dst.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    os.replace(tmp, dst)
+        if dst.is_symlink() or not _is_model_folder(dst):
+            raise DataFileError(f"{dst} exists but is not a model folder, so it was left "
+                                "untouched; move it away or choose another name")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dst
 
 
@@ -310,7 +353,7 @@ def list_models():
     """
     rows = []
     for p in sorted(model_dir().iterdir()):
-        if _is_model_folder(p) and p.name not in RELEASED_MODELS:
+        if _is_model_folder(p) and p.name not in RELEASED_MODELS and not p.name.startswith("."):
             cfg = json.loads((p / CONFIG_FILE).read_text())
             desc = cfg.get("metadata", {}).get("description", cfg.get("class", ""))
             rows.append((p.name, "local", True, str(p), str(desc)))
