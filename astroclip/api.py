@@ -7,6 +7,7 @@ returns float32 numpy arrays or astropy Table columns whose ``meta`` records
 the model name, the package version and the weights' sha256.
 """
 
+import hashlib
 import json
 import os
 import warnings
@@ -21,9 +22,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._config import conf
 from ._device import resolve_device
-from ._io import atomic_path, check_output_path
+from ._io import atomic_path, check_output_path, file_identity
 from ._optional import require
-from .exceptions import AstroclipWarning, DataFileError
+from .exceptions import AstroclipWarning, DataFileError, ResumeMismatchError
 from .inputs import grid
 from .models.weights import WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -384,6 +385,8 @@ class _Chunks:
             self.bounds = [(i, s, min(s + chunk_size, n)) for i, (p, n) in enumerate(self.files)
                            for s in range(0, n, chunk_size)]
             self.description = [str(p) for p in paths]
+            self.identity = {"kind": "hdf5", "files": [{**file_identity(p), "rows": n}
+                                                       for p, n in self.files]}
         elif paths is not None:
             if modalities != ("spectrum",):
                 raise ValueError("DESI coadd files hold spectra only: use modality='spectrum'")
@@ -391,6 +394,7 @@ class _Chunks:
             self.files = paths
             self.bounds = [(i, 0, None) for i in range(len(paths))]
             self.description = [str(p) for p in paths]
+            self.identity = {"kind": "desi", "files": [file_identity(p) for p in paths]}
         else:
             self.kind = "memory"
             data = source if isinstance(source, dict) else {modalities[0]: source}
@@ -419,6 +423,23 @@ class _Chunks:
             n = lengths.pop()
             self.bounds = [(0, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
             self.description = ["in-memory input", n]
+            self.identity = {"kind": "memory", "rows": n, "sha256": self._content_sha256()}
+
+    def _content_sha256(self):
+        """sha256 of the model-ready in-memory arrays (and identifiers), to recognise them."""
+        h = hashlib.sha256()
+        for modality in sorted(self.prepared):
+            prepared = self.prepared[modality]
+            arrays = ([prepared.flux, prepared.ivar] if modality == "spectrum"
+                      else [prepared.images])
+            for name in ("TARGETID", "targetid"):
+                if name in prepared.meta.colnames:
+                    arrays.append(np.asarray(prepared.meta[name], dtype=np.int64))
+            for a in arrays:
+                a = np.ascontiguousarray(a)
+                h.update(f"{modality}{a.dtype.str}{a.shape}".encode())
+                h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
 
     def __len__(self):
         return len(self.bounds)
@@ -508,6 +529,102 @@ def _our_part_files(parts):
     return [p for p in parts.iterdir() if p.is_file() and (
         p.name in names or (p.name.startswith("chunk_") and p.suffix == ".npz")
         or (p.name.startswith((".chunk_", ".manifest.json.")) and p.name.endswith(".tmp")))]
+
+
+#: ``format`` of the manifest of a ``<out>.parts`` folder.
+_PARTS_FORMAT = "astroclip-embed-parts"
+
+_MADE_BY_LABELS = {"model": "model", "modalities": "modality",
+                   "chunk_size": "chunk_size", "n_chunks": "number of chunks",
+                   "input": "input", "options": "input options"}
+
+
+def _model_identity(net, info):
+    """The weights and configuration sha256 of a model (hashing the tensors of a bare module)."""
+    weights = info.get("weights_sha256") or ""
+    if not weights:
+        h = hashlib.sha256()
+        for name, tensor in net.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+        weights = h.hexdigest()
+    config = json.dumps(getattr(net, "config", None), sort_keys=True, default=repr)
+    return {"weights_sha256": weights,
+            "config_sha256": hashlib.sha256(config.encode()).hexdigest()}
+
+
+def _comparable(made_by):
+    """``made_by`` without the file paths (a moved, unchanged input file is the same input)."""
+    out = json.loads(json.dumps(made_by))
+    for f in out.get("input", {}).get("files", []):
+        f.pop("path", None)
+    return out
+
+
+def _describe_input(identity):
+    if identity.get("kind") == "memory":
+        return (f"in-memory input of {identity.get('rows')} rows, content sha256 "
+                f"{str(identity.get('sha256'))[:16]}...")
+    files = identity.get("files", [])
+    return ", ".join(f"{f.get('path', '?')} ({f.get('size')} bytes, mtime_ns {f.get('mtime_ns')})"
+                     for f in files[:3]) + (" ..." if len(files) > 3 else "")
+
+
+def _mismatch(where, earlier, now):
+    """ResumeMismatchError listing what differs between two ``made_by`` records."""
+    a, b = _comparable(earlier), _comparable(now)
+    parts = []
+    for key, label in _MADE_BY_LABELS.items():
+        old, new = a.get(key), b.get(key)
+        if old == new:
+            continue
+        if key == "input":
+            parts.append(f"input: earlier {_describe_input(earlier.get(key) or {})}, now "
+                         f"{_describe_input(now.get(key) or {})}")
+        elif key == "model":
+            old = old or {}
+            if old.get("weights_sha256") != new["weights_sha256"]:
+                parts.append(f"model weights: earlier sha256 {old.get('weights_sha256')}, now "
+                             f"{new['weights_sha256']}")
+            if old.get("config_sha256") != new["config_sha256"]:
+                parts.append("model configuration (config.json)")
+        else:
+            parts.append(f"{label}: earlier {old}, now {new}")
+    detail = "; ".join(parts) or "nothing recorded about the earlier run"
+    return ResumeMismatchError(
+        f"{where} holds the work of an earlier, unfinished run that differs from this one "
+        f"({detail}). Chunks of two runs are never mixed: pass resume=False (astroclip embed "
+        "--restart) to start over, or choose another out")
+
+
+def _resumable_chunks(parts, made_by, n_chunks):
+    """Indices of the finished chunks of ``parts``, after checking they were made like this run."""
+    manifest_path = parts / "manifest.json"
+    if manifest_path.exists():
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{manifest_path} is not readable JSON ({exc}); pass "
+                                "resume=False (astroclip embed --restart) to start over") from None
+        earlier = previous.get("made_by") if isinstance(previous, dict) else None
+        if not isinstance(earlier, dict) or _comparable(earlier) != _comparable(made_by):
+            raise _mismatch(parts, earlier if isinstance(earlier, dict) else {}, made_by)
+    done = set()
+    for i in range(n_chunks):
+        path = parts / f"chunk_{i:07d}.npz"
+        if not path.exists():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stamp = str(z["_made_by"]) if "_made_by" in z.files else "{}"
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataFileError(f"{path} is unreadable ({exc}); delete it to embed that chunk "
+                                "again, or pass resume=False to start over") from None
+        earlier = json.loads(stamp)
+        if earlier != _comparable(made_by):
+            raise _mismatch(path, earlier, made_by)
+        done.add(i)
+    return done
 
 
 def _claim_parts(parts):
@@ -617,29 +734,27 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     encoders = {m: _encoder(net, m) for m in modalities}
     chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
     info = model_info(net)
-    manifest = {"model": info, "modalities": list(modalities), "chunk_size": int(chunk_size),
-                "n_chunks": len(chunks), "source": [str(s) for s in chunks.description]}
+    made_by = {"model": _model_identity(net, info), "modalities": list(modalities),
+               "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
+               "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
     parts = out.with_name(out.name + ".parts")
-    manifest_path = parts / "manifest.json"
     _claim_parts(parts)
     if not resume:
         _clear_parts(parts)
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
-        if previous != json.loads(json.dumps(manifest)):
-            raise ValueError(f"{parts} holds chunks of an earlier run with another model, "
-                             "input or chunking; pass resume=False to start afresh")
-    else:
-        with atomic_path(manifest_path) as tmp:
+    done = _resumable_chunks(parts, made_by, len(chunks))
+    if not (parts / "manifest.json").exists():
+        manifest = {"format": _PARTS_FORMAT, "format_version": 1, "model_info": info,
+                    "source": [str(d) for d in chunks.description], "made_by": made_by}
+        with atomic_path(parts / "manifest.json") as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=1))
-    done = {i for i in range(len(chunks)) if (parts / f"chunk_{i:07d}.npz").exists()}
+    stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
     bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
                disable=not progress)
     for i in range(len(chunks)):
         if i in done:
             continue
         ids, arrays = chunks.read(i)
-        result = {"targetid": ids}
+        result = {"targetid": ids, "_made_by": stamp}
         for m in modalities:
             result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
                                      device=dev, progress=False, desc=f"{m} rows")

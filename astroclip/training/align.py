@@ -37,6 +37,7 @@ from ..data.augment import alignment_augment
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
                      resolve_accelerator, save_run, StepDataModule, train_val_sets,
                      adamw_warmup_cosine, world_size)
+from .common import check_resume_run
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
            "resolve_spectrum_encoder", "build_clip_model", "align"]
@@ -538,6 +539,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
     if accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
 
     train_set, val_set = train_val_sets(data, val_data)
     n_train = len(train_set)

@@ -39,6 +39,7 @@ from ..models.presets import get_preset
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, save_run, step_generator,
                      StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
+from .common import check_resume_run
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
            "pretrain_images"]
@@ -353,6 +354,7 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
                          f"({batch_size * world}); enlarge the queue")
     if lr is None:
         lr = 0.03 * batch_size * world / 256 if optimizer == "sgd" else 1e-3
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
     checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
     if warmup_steps is None:
         warmup_steps = max(1, max_steps // 20)

@@ -22,6 +22,7 @@ from ..models.spectrum import SpectrumEncoder, masked_mse
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
                      step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
+from .common import check_resume_run
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -220,6 +221,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     check_resume_config(ckpt, "model_config", config)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
 
     train_set, val_set = train_val_sets(data, val_data, resolve=_as_dataset)
     checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
