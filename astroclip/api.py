@@ -24,7 +24,8 @@ from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_output_path, file_identity
 from ._optional import require
-from .exceptions import AstroclipWarning, DataFileError, ResumeMismatchError
+from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
+                         ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .inputs import grid
 from .models.weights import WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -81,9 +82,12 @@ def load_model(model=None, *, device="auto", download=True):
         return _MODEL_CACHE[key]
     try:
         module = _load_model_folder(path, device=dev)
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"the weights in {path} do not match the model described by its "
-                         f"config.json: {exc}") from exc
+    except AstroclipError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"the weights in {path} do not match the model described by its "
+                               f"config.json ({exc}); copy the model folder again or write it "
+                               "anew with save_model") from exc
     module._astroclip_info = {"model": str(name), "path": str(path),
                               "astroclip_version": __version__,
                               "weights_sha256": sha256_file(path / WEIGHTS_FILE)}
@@ -114,17 +118,53 @@ def _encoder(model, modality):
                      f"embed {modality} data; use an aligned AstroCLIP model")
 
 
-def _run_batches(fn, array, *, batch_size, device, progress, desc):
+def _rows_text(rows, limit=10):
+    """'row 3' or 'rows 3, 10, 11, ...'."""
+    shown = ", ".join(str(int(r)) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def _check_finite(block, *, first_row, desc, source, produced):
+    """NonFiniteError naming the rows of ``block`` that hold NaN or infinite values."""
+    bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad) + first_row
+    where = f" of {source}" if source else ""
+    if produced:
+        raise NonFiniteError(
+            f"the model returned NaN or infinite embeddings for {_rows_text(rows)}{where} "
+            f"({desc}) although the inputs are finite: the model's weights or the scale of "
+            "these inputs (e.g. fluxes near 1e25) are at fault; check the inputs, or load the "
+            "model again (load_model checks the weights)")
+    fix = ("prepare them with astroclip.prepare_spectra (bad pixels get flux 0 and ivar 0)"
+           if "spectr" in desc else "fill them with astroclip.prepare_images (it fills and "
+           "counts non-finite pixels)")
+    raise NonFiniteError(f"{_rows_text(rows)}{where} ({desc}) hold NaN or infinite values; {fix}"
+                         + (f", or rebuild {source}" if source else ""))
+
+
+def _run_batches(fn, array, *, batch_size, device, progress, desc, first_row=0, source=None):
+    """Embed ``array`` in batches: finite inputs in, finite float32 embeddings out.
+
+    Inputs are converted to native-byte-order float32 (FITS data are big-endian);
+    non-finite inputs or outputs raise `NonFiniteError` naming the rows
+    (counted from ``first_row``, in ``source`` when given).
+    """
     n = len(array)
     if n == 0:
-        raise ValueError(f"nothing to embed: the input holds no {desc}")
+        raise InputError(f"nothing to embed: the input holds no {desc}")
     out = None
     bar = tqdm(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
                disable=not progress or n <= batch_size, leave=False)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(array[start:start + batch_size]))
-            emb = fn(batch.to(device)).float().cpu().numpy()
+            block = np.ascontiguousarray(array[start:start + batch_size], dtype=np.float32)
+            _check_finite(block, first_row=first_row + start, desc=desc, source=source,
+                          produced=False)
+            emb = fn(torch.from_numpy(block).to(device)).float().cpu().numpy()
+            _check_finite(emb, first_row=first_row + start, desc=desc, source=source,
+                          produced=True)
             if out is None:
                 out = np.empty((n, emb.shape[1]), dtype=np.float32)
             out[start:start + len(emb)] = emb
@@ -192,8 +232,10 @@ def _spectra_input(spectra, prepare_kwargs):
                 fluxes.append(arrays["flux"])
                 ivars.append(arrays["ivar"])
             from astropy.table import vstack
-            return PreparedSpectra(np.concatenate(fluxes), np.concatenate(ivars),
-                                   vstack(tables) if len(tables) > 1 else tables[0])
+            table = vstack(tables) if len(tables) > 1 else tables[0]
+            ivar = np.concatenate(ivars)
+            table["VALID"], table["PROBLEM"] = _ivar_flags(ivar)
+            return PreparedSpectra(np.concatenate(fluxes), ivar, table)
         from .inputs.desi import read_desi_coadd
         return read_desi_coadd([str(p) for p in paths], **prepare_kwargs)
     if isinstance(spectra, Table):
@@ -213,7 +255,13 @@ def _spectra_input(spectra, prepare_kwargs):
                                  "wavelength= for spectra that are not on the DESI grid")
             wave = grid.wavelength_grid()
         meta = spectra[[c for c in spectra.colnames if spectra[c].ndim == 1]]
-        ivar_arg = None if ivar is None else np.asarray(ivar)
+        # masked entries of masked columns are bad pixels (Column.quantity drops the mask)
+        bad = [np.ma.getmaskarray(c) for c in (flux, ivar) if np.ma.isMaskedArray(c)]
+        if bad:
+            given = prepare_kwargs.pop("mask", None)
+            prepare_kwargs["mask"] = np.logical_or.reduce(
+                bad + ([np.asarray(given, dtype=bool)] if given is not None else []))
+        ivar_arg = None if ivar is None else np.asarray(np.ma.getdata(ivar))
         return prepare_spectra(flux.quantity if hasattr(flux, "quantity") else flux,
                                wavelength=wave, ivar=ivar_arg, meta=meta, **prepare_kwargs)
     return prepare_spectra(spectra, **prepare_kwargs)
@@ -294,6 +342,11 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     dev = next(net.parameters()).device
     emb = _run_batches(_encoder(net, "spectrum"), prepared.flux, batch_size=batch_size,
                        device=dev, progress=progress, desc="spectra")
+    if not as_table and "VALID" in prepared.meta.colnames:
+        valid, problem = _meta_flags(prepared.meta)
+        _warn_unusable(valid, problem, len(valid), "spectra",
+                       "Pass as_table=True to get the VALID and PROBLEM columns, or leave "
+                       "these rows out.")
     return _finish(emb, prepared.meta, net, normalize=normalize, as_table=as_table,
                    modality="spectrum")
 
@@ -444,29 +497,41 @@ class _Chunks:
     def __len__(self):
         return len(self.bounds)
 
+    def where(self, i):
+        """``(file or None, first row in it)`` of chunk ``i``, for messages."""
+        f, start, _ = self.bounds[i]
+        if self.kind == "hdf5":
+            return str(self.files[f][0]), start
+        if self.kind == "desi":
+            return str(self.files[f]), 0
+        return None, start
+
     def read(self, i):
-        """(ids, {modality: model-ready float32 array}) of chunk ``i``."""
+        """``(ids, {modality: model-ready float32 array}, flags)`` of chunk ``i``.
+
+        ``flags`` is ``(valid, problem)`` for the spectra (None without spectra).
+        """
         f, start, stop = self.bounds[i]
         if self.kind == "hdf5":
             from .data.hdf5 import read_paired_dataset
-            fields = (["flux"] if "spectrum" in self.modalities else []) + \
+            fields = (["flux", "ivar"] if "spectrum" in self.modalities else []) + \
                      (["image"] if "image" in self.modalities else [])
             table, arrays = read_paired_dataset(self.files[f][0], fields=fields,
                                                 rows=slice(start, stop))
-            out = {}
+            out, flags = {}, None
             if "spectrum" in self.modalities:
                 out["spectrum"] = arrays["flux"]
+                flags = _ivar_flags(arrays["ivar"])
             if "image" in self.modalities:
                 out["image"] = arrays["image"]
-            return np.asarray(table["targetid"], dtype=np.int64), out
+            return np.asarray(table["targetid"], dtype=np.int64), out, flags
         if self.kind == "desi":
             from .inputs.desi import read_desi_coadd
             prepared = read_desi_coadd([str(self.files[f])], **self.prepare_kwargs)
             ids = (np.asarray(prepared.meta["TARGETID"], dtype=np.int64)
                    if "TARGETID" in prepared.meta.colnames else np.full(len(prepared), -1))
-            return ids, {"spectrum": prepared.flux}
-        out = {}
-        ids = None
+            return ids, {"spectrum": prepared.flux}, _meta_flags(prepared.meta)
+        out, ids, flags = {}, None, None
         for modality, prepared in self.prepared.items():
             values = prepared.flux if modality == "spectrum" else prepared.images
             out[modality] = values[start:stop]
@@ -474,23 +539,77 @@ class _Chunks:
             for name in ("TARGETID", "targetid"):
                 if ids is None and name in meta.colnames:
                     ids = np.asarray(meta[name][start:stop], dtype=np.int64)
+            if modality == "spectrum":
+                flags = _meta_flags(meta[start:stop]) if "VALID" in meta.colnames else \
+                    _ivar_flags(prepared.ivar[start:stop])
         if ids is None:
             ids = np.arange(start, stop, dtype=np.int64)
-        return ids, out
+        return ids, out, flags
+
+
+_NO_PIXEL = "no valid pixel (all masked or ivar = 0)"
+
+
+def _ivar_flags(ivar):
+    """``(valid, problem)`` of spectra from their inverse variance alone."""
+    valid = np.asarray(ivar > 0).any(axis=1)
+    return valid, np.where(valid, "", _NO_PIXEL)
+
+
+def _meta_flags(meta):
+    """``(valid, problem)`` from a PreparedSpectra table; DESI non-targets are not valid."""
+    n = len(meta)
+    valid = (np.asarray(meta["VALID"], dtype=bool) if "VALID" in meta.colnames
+             else np.ones(n, bool))
+    problem = (np.asarray(meta["PROBLEM"], dtype=str) if "PROBLEM" in meta.colnames
+               else np.full(n, ""))
+    if "IS_TARGET" in meta.colnames:
+        target = np.asarray(meta["IS_TARGET"], dtype=bool)
+        sky = (np.asarray(meta["IS_SKY"], dtype=bool) if "IS_SKY" in meta.colnames
+               else np.zeros(n, bool))
+        why = np.where(sky, "sky fibre (OBJTYPE SKY)", "not a science target (unassigned "
+                       "fibre or TARGETID <= 0)")
+        problem = np.array([p if t else ("; ".join(x for x in (p, w) if x))
+                            for p, t, w in zip(problem, target, why)], dtype=str)
+        valid = valid & target
+    return valid, problem
+
+
+def _warn_unusable(valid, problem, n, what, advice):
+    bad = np.flatnonzero(~np.asarray(valid, dtype=bool))
+    if bad.size:
+        listed = "; ".join(f"row {i}: {problem[i]}" for i in bad[:3])
+        warnings.warn(f"{bad.size} of {n} {what} are unusable ({listed}"
+                      f"{' ...' if bad.size > 3 else ''}); their embeddings carry no "
+                      f"information about a galaxy. {advice}", AstroclipWarning, stacklevel=3)
+
+
+def _chunk_column(parts, n_chunks, key):
+    """Concatenation of one array of every chunk file, or None when the chunks lack it."""
+    pieces = []
+    for i in range(n_chunks):
+        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+            if key not in z.files:
+                return None
+            pieces.append(z[key])
+    return np.concatenate(pieces) if pieces else None
 
 
 def _write_output(parts, out, fmt, modalities, info, n_chunks):
-    ids = []
-    for i in range(n_chunks):
-        with np.load(parts / f"chunk_{i:07d}.npz") as z:
-            ids.append(z["targetid"])
-    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    ids = _chunk_column(parts, n_chunks, "targetid")
+    ids = np.zeros(0, np.int64) if ids is None else ids
+    valid = _chunk_column(parts, n_chunks, "valid")
+    problem = _chunk_column(parts, n_chunks, "problem")
     if fmt == "hdf5":
         import h5py
         with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as h:
                 h.attrs.update({k: str(v) for k, v in info.items()})
                 h.create_dataset("targetid", data=ids)
+                if valid is not None:
+                    h.create_dataset("valid", data=valid)
+                    h.create_dataset("problem", data=problem.astype(object),
+                                     dtype=h5py.string_dtype())
                 for modality in modalities:
                     ds = None
                     row = 0
@@ -506,12 +625,11 @@ def _write_output(parts, out, fmt, modalities, info, n_chunks):
                         row += len(emb)
         return
     table = Table({"targetid": ids})
+    if valid is not None:
+        table["valid"] = valid
+        table["problem"] = problem
     for modality in modalities:
-        embs = []
-        for i in range(n_chunks):
-            with np.load(parts / f"chunk_{i:07d}.npz") as z:
-                embs.append(z[modality])
-        table[f"{modality}_embedding"] = np.concatenate(embs)
+        table[f"{modality}_embedding"] = _chunk_column(parts, n_chunks, modality)
     if fmt == "fits":
         info = {_FITS_KEYS.get(k, k.upper()[:8]): v for k, v in info.items()}
     table.meta.update({k: str(v) for k, v in info.items()})
@@ -753,16 +871,27 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     for i in range(len(chunks)):
         if i in done:
             continue
-        ids, arrays = chunks.read(i)
+        ids, arrays, flags = chunks.read(i)
         result = {"targetid": ids, "_made_by": stamp}
+        if flags is not None:
+            result["valid"], result["problem"] = flags
+        source, first_row = chunks.where(i)
         for m in modalities:
             result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
-                                     device=dev, progress=False, desc=f"{m} rows")
+                                     device=dev, progress=False, desc=f"{m} rows",
+                                     first_row=first_row, source=source)
         with atomic_path(parts / f"chunk_{i:07d}.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result)
         bar.update(1)
     bar.close()
     _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
+    if "spectrum" in modalities:
+        valid = _chunk_column(parts, len(chunks), "valid")
+        problem = _chunk_column(parts, len(chunks), "problem")
+        _warn_unusable(valid, problem, len(valid), f"rows of {chunks.description[0]}"
+                       + (" ..." if len(chunks.description) > 2 else ""),
+                       f"They are kept, flagged valid = False in {out} (column problem says "
+                       "why): select the rows with valid == True.")
     _remove_parts(parts)
     return out

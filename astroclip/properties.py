@@ -20,12 +20,14 @@ property (e.g. ``Z`` and ``LOG_MSTAR``); predictions come back in the same form.
 
 import copy
 import math
+import warnings
 
 import numpy as np
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
 from ._config import conf
+from .exceptions import AstroclipWarning, NonFiniteError
 from .inputs.grid import BANDS, NANOMAGGY, NANOMAGGY_EQUIVALENCY
 from .search import SimilarityIndex, _as_embeddings, _rows_text, _tqdm
 
@@ -290,6 +292,26 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
 # few-shot: MLP head
 # ----------------------------------------------------------------------------
 
+#: Restarts of a diverged MLP head, each with a ten times lower learning rate.
+_MAX_RESTARTS = 4
+#: Loss (MSE on standardised targets) above which a head counts as diverged;
+#: predicting the training mean scores about 1.
+_DIVERGED_LOSS = 100.0
+
+
+def _final_loss(history, best_epoch):
+    """The loss the kept weights reach: best validation loss, else the last training loss."""
+    train = np.asarray(history["train_loss"], dtype=np.float64)
+    if not np.isfinite(train).all():
+        return np.inf
+    val = np.asarray(history["val_loss"], dtype=np.float64)
+    if np.isfinite(val).any():
+        return float(np.nanmin(val))
+    if not np.isnan(val).all():
+        return np.inf
+    return float(train[-1])
+
+
 class FewShotRegressor:
     """MLP regression head on embeddings (the AstroCLIP few-shot protocol).
 
@@ -339,6 +361,17 @@ class FewShotRegressor:
         Per-epoch mean training and validation losses.
     best_epoch_ : int
         Epoch whose weights were kept (1-based).
+    lr_ : float
+        Learning rate of the kept head: ``lr``, or lower when training diverged.
+
+    Notes
+    -----
+    A head whose loss becomes non-finite or exceeds 100 (mean squared error on
+    standardised targets, where predicting the mean scores about 1) diverged:
+    it is trained again with a ten times lower learning rate (with an
+    `~astroclip.exceptions.AstroclipWarning`), up to four times, and then a
+    `~astroclip.exceptions.NonFiniteError` is raised.  Predictions are never
+    NaN: non-finite ones raise the same error naming the rows.
 
     Examples
     --------
@@ -417,17 +450,34 @@ class FewShotRegressor:
         threads = torch.get_num_threads()
         if device.type == "cpu" and self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
+        lr = self.lr
         try:
-            model, history, best_epoch = self._train(xs, ys, train_idx, val_idx, device)
+            for attempt in range(_MAX_RESTARTS + 1):
+                model, history, best_epoch = self._train(xs, ys, train_idx, val_idx, device, lr)
+                loss = _final_loss(history, best_epoch)
+                if np.isfinite(loss) and loss <= _DIVERGED_LOSS:
+                    break
+                if attempt == _MAX_RESTARTS:
+                    raise NonFiniteError(
+                        f"the MLP head diverged at every learning rate from {self.lr:g} down to "
+                        f"{lr:g} (loss {loss:.3g} on standardised targets, where predicting the "
+                        "mean scores about 1); check that the embeddings are finite and of a "
+                        "sane scale, use standardize=True, or lower lr=")
+                warnings.warn(f"the MLP head diverged at lr={lr:g} (loss {loss:.3g} on "
+                              "standardised targets, where predicting the mean scores about "
+                              f"1); trained again with lr={lr / 10:g}", AstroclipWarning,
+                              stacklevel=2)
+                lr /= 10
         finally:
             torch.set_num_threads(threads)
+        self.lr_ = lr
         model.eval()
         self._model = model.cpu()
         self.history_ = Table(history)
         self.best_epoch_ = best_epoch
         return self
 
-    def _train(self, xs, ys, train_idx, val_idx, device):
+    def _train(self, xs, ys, train_idx, val_idx, device, lr):
         import torch
 
         n_val = len(val_idx)
@@ -435,8 +485,7 @@ class FewShotRegressor:
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
             model = self._build(xs.shape[1], ys.shape[1]).to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr,
-                                   weight_decay=self.weight_decay)
+            opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
             xt = torch.from_numpy(xs[train_idx])
             yt = torch.from_numpy(ys[train_idx])
             xv = torch.from_numpy(xs[val_idx]).to(device)
@@ -497,6 +546,11 @@ class FewShotRegressor:
             for start in range(0, xs.shape[0], batch_size):
                 out[start:start + batch_size] = self._model(
                     torch.from_numpy(xs[start:start + batch_size])).double().numpy()
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise NonFiniteError(f"the MLP head predicts NaN or infinite values for rows "
+                                 f"{_rows_text(np.flatnonzero(bad))} of the embeddings; they are "
+                                 "far outside the training embeddings: check their scale")
         return self._targets.wrap(out * self._y_std + self._y_mean)
 
 

@@ -351,11 +351,18 @@ def list_models():
     >>> "astroclip-released" in t["name"]
     True
     """
+    from .models.weights import read_model_config
+
     rows = []
     for p in sorted(model_dir().iterdir()):
         if _is_model_folder(p) and p.name not in RELEASED_MODELS and not p.name.startswith("."):
-            cfg = json.loads((p / CONFIG_FILE).read_text())
-            desc = cfg.get("metadata", {}).get("description", cfg.get("class", ""))
+            try:
+                cfg = read_model_config(p)
+            except (ModelFormatError, OSError) as exc:  # one broken folder: listed, unusable
+                rows.append((p.name, "local", False, str(p), f"unusable: {exc}"))
+                continue
+            meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+            desc = meta.get("description", cfg.get("class", ""))
             rows.append((p.name, "local", True, str(p), str(desc)))
     for entry in RELEASED_MODELS.values():
         local = model_dir() / entry.name

@@ -33,6 +33,7 @@ from astropy.table import Table
 
 from ..inputs import grid
 from .._io import check_output_path
+from ..exceptions import InputError
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SPLIT_NAMES", "REQUIRED_FIELDS",
@@ -160,6 +161,35 @@ def _as_array(value, name, unit, equivalencies=None):
     return np.asarray(value)
 
 
+class _IdSet:
+    """Identifiers seen so far, for duplicate checks in O(n log n) overall.
+
+    A sorted array plus a small sorted buffer merged into it when it grows, so
+    that appending many small chunks stays cheap and memory is 8 bytes per row.
+    """
+
+    def __init__(self):
+        self._main = np.empty(0, np.int64)
+        self._recent = np.empty(0, np.int64)
+
+    @staticmethod
+    def _member(sorted_ids, ids):
+        if sorted_ids.size == 0:
+            return np.zeros(ids.shape, bool)
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+        return sorted_ids[pos] == ids
+
+    def seen(self, ids):
+        """Which of ``ids`` were added before."""
+        return self._member(self._main, ids) | self._member(self._recent, ids)
+
+    def add(self, ids):
+        self._recent = np.union1d(self._recent, ids)
+        if self._recent.size > max(4096, self._main.size // 8):
+            self._main = np.union1d(self._main, self._recent)
+            self._recent = np.empty(0, np.int64)
+
+
 class PairedDatasetWriter:
     """Write a paired training-set file chunk by chunk.
 
@@ -250,6 +280,7 @@ class PairedDatasetWriter:
         self._file = None
         self._tmp = None
         self._label_units = {}
+        self._ids = _IdSet()
 
     # -- context manager -------------------------------------------------
     def __enter__(self):
@@ -422,7 +453,10 @@ class PairedDatasetWriter:
         Raises
         ------
         ValueError
-            On wrong shapes, non-finite values, negative ivar or bad labels.
+            On wrong shapes, non-finite values, negative ivar or bad labels;
+            `~astroclip.exceptions.InputError` (a `ValueError`) for a targetid
+            given twice (in the chunk or in an earlier append).  Nothing of a
+            refused chunk is written.
         astropy.units.UnitConversionError
             If a Quantity cannot be converted to the file's unit.
         """
@@ -441,6 +475,16 @@ class PairedDatasetWriter:
         if not np.issubdtype(targetid_arr.dtype, np.integer) and not whole_floats:
             raise TypeError(f"targetid must be integers, got dtype {targetid_arr.dtype}")
         targetid_arr = targetid_arr.astype(np.int64)
+        uniq, counts = np.unique(targetid_arr, return_counts=True)
+        if np.any(counts > 1):
+            dup = uniq[counts > 1]
+            raise InputError(f"targetid values {dup[:5].tolist()} appear more than once in "
+                             f"this chunk for {self.path}; every row needs a unique targetid")
+        again = self._ids.seen(targetid_arr)
+        if np.any(again):
+            raise InputError(f"targetid values {targetid_arr[again][:5].tolist()} are already "
+                             f"in {self.path} (appended earlier); every row needs a unique "
+                             "targetid")
 
         coords = {}
         for name, value in (("ra", ra), ("dec", dec)):
@@ -505,6 +549,7 @@ class PairedDatasetWriter:
         for name, unit in self._label_units.items():
             if unit is not None:
                 f[f"labels/{name}"].attrs["unit"] = unit.to_string()
+        self._ids.add(targetid_arr)
         self.n_rows = stop
 
 

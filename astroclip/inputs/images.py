@@ -28,6 +28,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from . import grid
+from .spectra import _split_masked
 
 __all__ = ["PreparedImages", "prepare_images", "color_map", "read_image_file",
            "normalize_band"]
@@ -482,7 +483,8 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                 if not _is_path(obj):
                     out[-1].source = f"{out[-1].source}[{k}]"
             return out
-    # arrays and Quantities
+    # arrays and Quantities; masked pixels (numpy.ma, astropy Masked) become NaN, then filled
+    images, masked = _split_masked(images)
     if isinstance(images, u.Quantity):
         own, data = images.unit, images.value
     elif isinstance(images, np.ndarray) or np.isscalar(images) or hasattr(images, "__array__"):
@@ -492,6 +494,8 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                         "NDData/CCDData, FITS paths or HDUs, Quantities or numpy arrays")
     if not np.issubdtype(data.dtype, np.number):
         raise TypeError(f"image arrays must be numeric, got dtype {data.dtype}")
+    if masked is not None and masked.any():
+        data = np.where(masked, np.nan, data.astype(np.float64))
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4:

@@ -855,8 +855,35 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
                          flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask)
 
 
+def _split_masked(value):
+    """``(data, mask or None)`` of a `numpy.ma` or astropy ``Masked`` array (others: as is)."""
+    from astropy.utils.masked import Masked
+
+    if isinstance(value, Masked):
+        return value.unmasked, np.asarray(value.mask, dtype=bool)
+    if np.ma.isMaskedArray(value):
+        return np.ma.getdata(value), np.ma.getmaskarray(value)
+    return value, None
+
+
 def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, ivar, mask):
-    """Quantity or ndarray flux with an explicit wavelength -> groups."""
+    """Quantity or ndarray flux with an explicit wavelength -> groups.
+
+    Masked values of a `numpy.ma` or astropy ``Masked`` flux, ivar or
+    uncertainty are bad pixels (no weight), like ``mask=``.
+    """
+    flux, flux_mask = _split_masked(flux)
+    ivar, ivar_mask = _split_masked(ivar)
+    uncertainty, unc_mask = (_split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
+                             else (uncertainty, None))
+    masks = [m for m in (flux_mask, ivar_mask, unc_mask) if m is not None]
+    if masks:
+        shape = np.shape(flux)
+        combined = np.zeros(shape, bool) if mask is None else np.broadcast_to(
+            np.asarray(mask, dtype=bool), shape).copy()
+        for m in masks:
+            combined |= np.broadcast_to(m, shape)
+        mask = combined
     if wavelength is None:
         raise ValueError("plain arrays and Quantities need wavelength= (a Quantity, or an "
                          "array with wavelength_unit=)")
