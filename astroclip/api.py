@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._config import conf
 from ._device import resolve_device
-from ._io import atomic_path, check_output_path, file_identity
+from ._io import atomic_path, check_free_space, check_output_path, disk_errors, file_identity
 from ._optional import require
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
@@ -596,10 +596,22 @@ def _chunk_column(parts, n_chunks, key):
 
 
 def _write_output(parts, out, fmt, modalities, info, n_chunks):
+    """Assemble the chunks into ``out`` (atomically; the chunks stay until it succeeds)."""
+    with disk_errors(out):
+        _assemble(parts, out, fmt, modalities, info, n_chunks)
+
+
+def _assemble(parts, out, fmt, modalities, info, n_chunks):
     ids = _chunk_column(parts, n_chunks, "targetid")
     ids = np.zeros(0, np.int64) if ids is None else ids
     valid = _chunk_column(parts, n_chunks, "valid")
     problem = _chunk_column(parts, n_chunks, "problem")
+    width = 0
+    if n_chunks:
+        with np.load(parts / "chunk_0000000.npz") as z:
+            width = sum(z[m].shape[1] * 4 for m in modalities)
+    check_free_space(out, len(ids) * (8 + width + (0 if problem is None else
+                                                   1 + problem.dtype.itemsize)))
     if fmt == "hdf5":
         import h5py
         with atomic_path(out) as tmp:
@@ -880,7 +892,9 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
             result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
                                      device=dev, progress=False, desc=f"{m} rows",
                                      first_row=first_row, source=source)
-        with atomic_path(parts / f"chunk_{i:07d}.npz") as tmp:
+        chunk_path = parts / f"chunk_{i:07d}.npz"
+        check_free_space(chunk_path, sum(np.asarray(v).nbytes for v in result.values()))
+        with disk_errors(chunk_path), atomic_path(chunk_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result)
         bar.update(1)

@@ -27,6 +27,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._config import conf
 from ._optional import require
 from ._io import atomic_path, check_output_path
+from .exceptions import DataFileError, InputError
 
 faiss = require("faiss", purpose="similarity search and k-NN estimates")
 
@@ -655,11 +656,16 @@ class SimilarityIndex:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{path} is not a saved SimilarityIndex (no {_MANIFEST} "
                                     "inside); save one with index.save(path)")
-        with open(manifest_path) as fh:
-            manifest = json.load(fh)
-        if manifest.get("format") != _FORMAT:
-            raise ValueError(f"{manifest_path} is not an astroclip similarity index "
-                             f"(format {manifest.get('format')!r})")
+        try:
+            with open(manifest_path) as fh:
+                manifest = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{manifest_path} is truncated or corrupt (not JSON: {exc}); "
+                                "save the index again (index.save)") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+            raise InputError(f"{manifest_path} is not an astroclip similarity index (format "
+                             f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
+                             "; save one with index.save(path)")
         if manifest.get("format_version", 0) > _FORMAT_VERSION:
             raise ValueError(f"{path} was written by a newer astroclip (format version "
                              f"{manifest['format_version']}); upgrade astroclip to read it")
@@ -676,16 +682,52 @@ class SimilarityIndex:
         self.progress = progress
         self._stores = {}
         for modality, info in manifest["stores"].items():
-            index = faiss.read_index(str(path / info["index_file"]))
-            ids = np.load(path / info["ids_file"], allow_pickle=False)
+            index = _read_faiss(path / info["index_file"])
+            self._check_loaded(index, path / info["index_file"])
+            try:
+                ids = np.load(path / info["ids_file"], allow_pickle=False)
+            except (ValueError, EOFError, OSError) as exc:
+                raise DataFileError(f"{path / info['ids_file']} is truncated or corrupt "
+                                    f"({exc}); save the index again (index.save)") from None
             if index.d != self.dim or index.ntotal != info["ntotal"] or ids.shape != (
                     index.ntotal,):
-                raise ValueError(f"{path}: the {modality!r} files are inconsistent with the "
-                                 "manifest (interrupted save?); save the index again")
+                raise DataFileError(f"{path}: the {modality!r} files are inconsistent with the "
+                                    "manifest (interrupted save?); save the index again")
             store = _Store(index)
             store.append_ids(ids.astype(np.int64))
             self._stores[modality] = store
         return self
+
+    def _check_loaded(self, index, file):
+        """Refuse an index file whose metric or kind is not the one of the manifest."""
+        if self.metric not in METRICS or self.kind not in KINDS:
+            raise DataFileError(f"{file.parent / _MANIFEST} names an unknown metric "
+                                f"{self.metric!r} or kind {self.kind!r}; save the index again")
+        metric = METRICS[self.metric][0]
+        if index.metric_type != metric:
+            found = {faiss.METRIC_INNER_PRODUCT: "inner product", faiss.METRIC_L2: "L2"}.get(
+                index.metric_type, index.metric_type)
+            raise DataFileError(f"{file} holds a FAISS index of another metric ({found}) than "
+                                f"its manifest says ({self.metric!r}); the files come from "
+                                "different saves: save the index again")
+        is_ivf = faiss.try_extract_index_ivf(index) is not None
+        if is_ivf != (self.kind == "ivf"):
+            raise DataFileError(f"{file} holds a FAISS index of another kind "
+                                f"({'ivf' if is_ivf else 'flat'}) than its manifest says "
+                                f"({self.kind!r}); the files come from different saves: save "
+                                "the index again")
+
+
+def _read_faiss(file):
+    """`faiss.read_index` with an error naming the file."""
+    if not file.is_file():
+        raise DataFileError(f"{file} is missing (interrupted save?); save the index again")
+    try:
+        return faiss.read_index(str(file))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise DataFileError(f"{file} is truncated or corrupt (faiss: {first[:200]}); save the "
+                            "index again (index.save)") from None
 
 
 def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, **kwargs):

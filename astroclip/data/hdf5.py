@@ -32,8 +32,8 @@ import astropy.units as u
 from astropy.table import Table
 
 from ..inputs import grid
-from .._io import check_output_path
-from ..exceptions import InputError
+from .._io import check_free_space, check_output_path, disk_errors
+from ..exceptions import DataFileError, InputError
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SPLIT_NAMES", "REQUIRED_FIELDS",
@@ -74,8 +74,9 @@ def open_hdf5(path, mode="r", **kwargs):
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    OSError
-        If the file is truncated, corrupt or not HDF5 at all.
+    DataFileError
+        (an `OSError`) If the file is truncated, corrupt, not HDF5 at all, or
+        locked by a process writing it.
 
     Examples
     --------
@@ -96,10 +97,16 @@ def open_hdf5(path, mode="r", **kwargs):
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as exc:
+        if isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc):
+            raise DataFileError(
+                exc.errno, f"{path} is open for writing by another process (the HDF5 file "
+                "lock is held); wait for the writer to finish (or stop it) and try again") \
+                from exc
         size = path.stat().st_size if path.exists() else 0
         hint = "it is empty" if size == 0 else f"{size} bytes"
-        raise OSError(f"{path} cannot be read as HDF5 ({hint}; h5py says: {exc}). The file is "
-                      "truncated, corrupt or not HDF5: download or rebuild it") from exc
+        raise DataFileError(f"{path} cannot be read as HDF5 ({hint}; h5py says: {exc}). The "
+                            "file is truncated, corrupt or not HDF5: download or rebuild "
+                            "it") from exc
 
 
 def split_codes(split):
@@ -457,6 +464,12 @@ class PairedDatasetWriter:
             `~astroclip.exceptions.InputError` (a `ValueError`) for a targetid
             given twice (in the chunk or in an earlier append).  Nothing of a
             refused chunk is written.
+        DataFileError
+            (an `OSError`) The disk (or the file-size limit, ``ulimit -f``) has
+            no room for the chunk: checked before writing, so the rows appended
+            so far are intact and the writer can go on once there is room (or be
+            closed).  A write that fails anyway raises it too; the file may then
+            be damaged and is discarded when the writer's ``with`` block ends.
         astropy.units.UnitConversionError
             If a Quantity cannot be converted to the file's unit.
         """
@@ -542,10 +555,13 @@ class PairedDatasetWriter:
                   "spectrum/ivar": ivar_arr.astype(np.float32, copy=False),
                   "image": image_arr.astype(np.float32, copy=False), "split": split_arr}
         values.update({f"labels/{k}": v for k, v in label_arr.items()})
-        for name, arr in values.items():
-            ds = f[name]
-            ds.resize(stop, axis=0)
-            ds[start:stop] = arr
+        # the uncompressed size bounds what this chunk adds; refuse before writing anything
+        check_free_space(self.path, sum(v.nbytes for v in values.values()), grows=self._tmp)
+        with disk_errors(self.path):
+            for name, arr in values.items():
+                ds = f[name]
+                ds.resize(stop, axis=0)
+                ds[start:stop] = arr
         for name, unit in self._label_units.items():
             if unit is not None:
                 f[f"labels/{name}"].attrs["unit"] = unit.to_string()
@@ -577,13 +593,14 @@ def _check_layout(f, path):
                          f"reads ({FORMAT_VERSION}); upgrade astroclip")
     missing = [name for name in REQUIRED_FIELDS if name not in f]
     if missing:
-        raise ValueError(f"{path} lacks the required fields {missing}; the file is incomplete: "
-                         "rebuild it with PairedDatasetWriter")
+        raise InputError(f"{path} lacks the required fields {missing}; the file is "
+                         "incomplete: rebuild it with PairedDatasetWriter")
     n = f["targetid"].shape[0]
-    bad = [name for name in REQUIRED_FIELDS if f[name].shape[:1] != (n,)]
+    labels = [f"labels/{k}" for k in f["labels"].keys()] if "labels" in f else []
+    bad = [name for name in list(REQUIRED_FIELDS) + labels if f[name].shape[:1] != (n,)]
     if bad:
-        raise ValueError(f"{path}: fields {bad} do not have {n} rows like targetid; the file "
-                         "is inconsistent: rebuild it")
+        raise InputError(f"{path}: fields {bad} do not have {n} rows like targetid; the "
+                         "file is inconsistent: rebuild it")
     return n
 
 

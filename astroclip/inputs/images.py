@@ -29,6 +29,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from . import grid
 from .spectra import _split_masked
+from ..exceptions import InputError
 
 __all__ = ["PreparedImages", "prepare_images", "color_map", "read_image_file",
            "normalize_band"]
@@ -465,7 +466,7 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
         return [_from_nddata(images, bands, unit, type(images).__name__, pixel_scale)]
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
-            raise ValueError("no images given (empty list)")
+            raise InputError("no images given (empty list); give at least one cutout")
         if all(_is_single_band(obj) for obj in images):
             return [_from_band_list(images, bands, unit, "list of single-band images",
                                     pixel_scale)]
@@ -652,6 +653,8 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
     if scale_tolerance < 0 or max_scale_ratio < 1:
         raise ValueError("scale_tolerance must be >= 0 and max_scale_ratio >= 1")
     items = _items(images, bands, unit, wcs, pixel_scale, hdu)
+    if not items:
+        raise InputError("no images given (zero images); give at least one cutout")
     if center is not None:
         if not isinstance(center, SkyCoord):
             try:

@@ -12,7 +12,6 @@ from astropy.utils.masked import Masked
 
 import astroclip
 from astroclip import api
-from astroclip.commands._common import read_embeddings
 from astroclip.data.hdf5 import PairedDatasetWriter, read_paired_dataset
 from astroclip.exceptions import AstroclipWarning, InputError, ModelFormatError, NonFiniteError
 from astroclip.inputs import grid
