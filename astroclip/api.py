@@ -176,7 +176,7 @@ def _run_batches(fn, array, *, batch_size, device, progress, desc, first_row=0, 
 def _options(device, batch_size, progress):
     batch_size = int(conf.batch_size if batch_size is None else batch_size)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     progress = conf.progress if progress is None else progress
     device = conf.device if device is None else device
     return device, batch_size, bool(progress)
@@ -211,7 +211,7 @@ def _table_column(table, names, what):
     for name in names:
         if name in table.colnames:
             return table[name]
-    raise ValueError(f"the Table has no {what} column; expected one of {list(names)} "
+    raise InputError(f"the Table has no {what} column; expected one of {list(names)} "
                      f"(columns: {table.colnames})")
 
 
@@ -246,12 +246,12 @@ def _spectra_input(spectra, prepare_kwargs):
                 ivar = spectra[name]
         unit = flux.unit
         if unit is None:
-            raise ValueError("the Table's flux column has no unit; set it, e.g. "
+            raise InputError("the Table's flux column has no unit; set it, e.g. "
                              "table['flux'].unit = '1e-17 erg/(s cm2 Angstrom)'")
         wave = prepare_kwargs.pop("wavelength", None)
         if wave is None:
             if flux.shape[-1] != grid.N_PIXELS:
-                raise ValueError(f"the Table's flux has {flux.shape[-1]} pixels; pass "
+                raise InputError(f"the Table's flux has {flux.shape[-1]} pixels; pass "
                                  "wavelength= for spectra that are not on the DESI grid")
             wave = grid.wavelength_grid()
         meta = spectra[[c for c in spectra.colnames if spectra[c].ndim == 1]]
@@ -431,7 +431,7 @@ class _Chunks:
             for p in paths:
                 with open_hdf5(p) as f:
                     if "targetid" not in f:
-                        raise ValueError(f"{p} is not an astroclip paired file (no 'targetid'); "
+                        raise InputError(f"{p} is not an astroclip paired file (no 'targetid'); "
                                          "convert it with astroclip.data first")
                     n = len(f["targetid"])
                 self.files.append((p, n))
@@ -442,7 +442,7 @@ class _Chunks:
                                                        for p, n in self.files]}
         elif paths is not None:
             if modalities != ("spectrum",):
-                raise ValueError("DESI coadd files hold spectra only: use modality='spectrum'")
+                raise InputError("DESI coadd files hold spectra only: use modality='spectrum'")
             self.kind = "desi"
             self.files = paths
             self.bounds = [(i, 0, None) for i in range(len(paths))]
@@ -453,11 +453,11 @@ class _Chunks:
             data = source if isinstance(source, dict) else {modalities[0]: source}
             unknown = set(data) - {"spectrum", "image"}
             if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)} in the input dict; use "
+                raise InputError(f"unknown keys {sorted(unknown)} in the input dict; use "
                                  "'spectrum' and/or 'image'")
             missing = set(modalities) - set(data)
             if missing:
-                raise ValueError(f"modality {sorted(missing)} requested but the input holds "
+                raise InputError(f"modality {sorted(missing)} requested but the input holds "
                                  f"only {sorted(data)}")
             self.prepared = {}
             spec_kwargs, image_kwargs = _split_kwargs(prepare_kwargs)
@@ -471,7 +471,7 @@ class _Chunks:
                                           else _images_input(im, image_kwargs))
             lengths = {len(v) for v in self.prepared.values()}
             if len(lengths) != 1:
-                raise ValueError(f"spectra and images differ in length: "
+                raise InputError(f"spectra and images differ in length: "
                                  f"{ {k: len(v) for k, v in self.prepared.items()} }")
             n = lengths.pop()
             self.bounds = [(0, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
@@ -846,18 +846,18 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     ...               model="quickstart-report/model")  # doctest: +SKIP
     """
     if modality not in _MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
+        raise InputError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
     modalities = _MODALITIES[modality]
     out = Path(out)
     fmt = format or _FORMATS.get(out.suffix.lower())
     if fmt not in ("hdf5", "fits", "parquet"):
-        raise ValueError(f"cannot tell the output format of {out}; use a .h5, .fits or "
+        raise InputError(f"cannot tell the output format of {out}; use a .h5, .fits or "
                          ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
     check_output_path(out, overwrite=overwrite)
     if fmt == "parquet":
         require("pyarrow", purpose="writing Parquet (or write .h5 or .fits)")
     if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size}")
     device, batch_size, progress = _options(device, batch_size, progress)
     net = load_model(model, device=device)
     dev = next(net.parameters()).device

@@ -31,7 +31,7 @@ from astropy.table import Table
 from astropy.utils.data import download_file, is_url_in_cache
 
 from ._io import atomic_path
-from .exceptions import DataFileError, InputError, ModelFormatError
+from .exceptions import CheckpointError, DataFileError, InputError, ModelFormatError
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE, convert_released_checkpoint
 
 __all__ = ["ReleasedModel", "RELEASED_MODELS", "model_dir", "resolve_model_path",
@@ -141,7 +141,7 @@ def _expected_sha256(entry):
 
 def _offline_error(entry, exc):
     target = model_dir() / entry.name
-    return OSError(
+    return DataFileError(
         f"model {entry.name!r} is not available locally and its checkpoint could not be "
         f"downloaded ({exc}). On a machine with network access, download "
         f"{entry.download_url} and then either run "
@@ -184,7 +184,7 @@ def fetch_released(name, *, checkpoint=None, progress=True, overwrite=False):
     try:
         entry = RELEASED_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown released model {name!r}; known: "
+        raise InputError(f"unknown released model {name!r}; known: "
                          f"{sorted(RELEASED_MODELS)}") from None
     target = model_dir() / entry.name
     if _is_model_folder(target) and not overwrite:
@@ -216,9 +216,9 @@ def fetch_released(name, *, checkpoint=None, progress=True, overwrite=False):
         expected = entry.sha256
     digest = sha256_file(checkpoint)
     if expected is not None and digest != expected:
-        raise ValueError(f"checksum mismatch for {entry.name}: {checkpoint} has sha256 "
-                         f"{digest}, expected {expected}; the download is corrupt or the "
-                         "release changed: delete the file and fetch it again")
+        raise CheckpointError(f"checksum mismatch for {entry.name}: {checkpoint} has sha256 "
+                              f"{digest}, expected {expected}; the download is corrupt or the "
+                              "release changed: delete the file and fetch it again")
     convert_released_checkpoint(checkpoint, out=target, part=entry.part, overwrite=True)
     _write_json(target / "source.json", {"name": entry.name, "url": entry.download_url,
                                          "checkpoint_sha256": digest})
@@ -251,8 +251,9 @@ def resolve_model_path(name, *, download=True, progress=True):
     if _is_model_folder(path):
         return path
     if path.is_dir():
-        raise ValueError(f"{path} is a folder but not a model: it needs {CONFIG_FILE} and "
-                         f"{WEIGHTS_FILE} (as written by astroclip.models.weights.save_model)")
+        raise ModelFormatError(f"{path} is a folder but not a model: it needs {CONFIG_FILE} "
+                               f"and {WEIGHTS_FILE} (as written by "
+                               "astroclip.models.weights.save_model)")
     local = model_dir() / str(name)
     if _is_model_folder(local):
         return local
@@ -263,7 +264,7 @@ def resolve_model_path(name, *, download=True, progress=True):
         return fetch_released(str(name), progress=progress)
     local = {p.name for p in model_dir().iterdir() if _is_model_folder(p)}
     known = sorted(set(RELEASED_MODELS) | local)
-    raise ValueError(f"unknown model {str(name)!r}: not a model folder and not a registered "
+    raise InputError(f"unknown model {str(name)!r}: not a model folder and not a registered "
                      f"name; known models: {known}. Train one (astroclip align) or pass the "
                      "path of a model folder")
 

@@ -1,5 +1,7 @@
 """``astroclip search``: nearest neighbours in an embeddings file, in- or cross-modal."""
 
+from ..exceptions import InputError
+
 HELP = "find the nearest neighbours of galaxies in an embeddings file (in- or cross-modal)"
 
 
@@ -28,8 +30,6 @@ def _weights_sha256(meta):
 
 def _check_same_model(db_path, db_meta, query_path, query_meta):
     """Refuse to match queries and a database embedded by two different models."""
-    from ..exceptions import InputError
-
     a, b = _weights_sha256(db_meta), _weights_sha256(query_meta)
     if a and b and a != b:
         raise InputError(f"the queries {query_path} were embedded by another model (weights "
@@ -48,7 +48,7 @@ def run(args):
     ids, emb, meta = read_embeddings(args.embeddings)
     modality = args.modality or ("image" if "image" in emb else next(iter(emb)))
     if modality not in emb:
-        raise ValueError(f"{args.embeddings} holds {sorted(emb)} embeddings, not {modality!r}")
+        raise InputError(f"{args.embeddings} holds {sorted(emb)} embeddings, not {modality!r}")
     query_modality = args.query_modality or modality
     if args.queries is not None:
         qids, qemb, qmeta = read_embeddings(args.queries)
@@ -56,15 +56,15 @@ def run(args):
     elif args.query_ids is not None:
         qids, qemb = ids, emb
     else:
-        raise ValueError("give the queries: --query-ids ID [ID ...] or --queries FILE")
+        raise InputError("give the queries: --query-ids ID [ID ...] or --queries FILE")
     if query_modality not in qemb:
-        raise ValueError(f"the queries have {sorted(qemb)} embeddings, not {query_modality!r}")
+        raise InputError(f"the queries have {sorted(qemb)} embeddings, not {query_modality!r}")
     rows = np.arange(len(qids))
     if args.query_ids is not None:
         lookup = {int(t): i for i, t in enumerate(qids)}
         missing = [t for t in args.query_ids if t not in lookup]
         if missing:
-            raise ValueError(f"query ids not found in the embeddings: {missing[:10]}")
+            raise InputError(f"query ids not found in the embeddings: {missing[:10]}")
         rows = np.array([lookup[t] for t in args.query_ids])
     progress = not args.no_progress
     index = SimilarityIndex(emb[modality], ids=ids, modality=modality, kind=args.kind,

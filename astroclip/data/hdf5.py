@@ -138,17 +138,17 @@ def split_codes(split):
             key = value.strip().lower()
             key = {"validation": "val", "valid": "val"}.get(key, key)
             if key not in SPLIT_NAMES:
-                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                raise InputError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
                                  "(or the codes 0, 1, 2)")
             out[i] = SPLIT_NAMES.index(key)
         else:
             try:
                 code = int(value)
             except (TypeError, ValueError):
-                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                raise InputError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
                                  "or the codes 0, 1, 2") from None
             if code != value or code not in (0, 1, 2):
-                raise ValueError(f"unknown split code {value!r}; codes are 0 (train), 1 (val), "
+                raise InputError(f"unknown split code {value!r}; codes are 0 (train), 1 (val), "
                                  "2 (test)")
             out[i] = code
     return out.reshape(arr.shape)
@@ -265,20 +265,20 @@ class PairedDatasetWriter:
         self.label_names = tuple(str(name) for name in label_names)
         bad = [name for name in self.label_names if not name or "/" in name]
         if bad or len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"label_names must be distinct non-empty names without '/', "
+            raise InputError(f"label_names must be distinct non-empty names without '/', "
                              f"got {list(label_names)}")
         self.image_size = int(image_size)
         if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+            raise InputError(f"image_size must be positive, got {image_size}")
         self.chunk_rows = int(chunk_rows)
         self.image_chunk_rows = int(image_chunk_rows)
         if self.chunk_rows < 1 or self.image_chunk_rows < 1:
-            raise ValueError(f"chunk_rows and image_chunk_rows must be >= 1, got {chunk_rows} "
+            raise InputError(f"chunk_rows and image_chunk_rows must be >= 1, got {chunk_rows} "
                              f"and {image_chunk_rows}")
         for name, value in (("compression", compression),
                             ("image_compression", image_compression)):
             if value not in ("lzf", "gzip", None):
-                raise ValueError(f"{name} must be 'lzf', 'gzip' or None, got {value!r}")
+                raise InputError(f"{name} must be 'lzf', 'gzip' or None, got {value!r}")
         self.compression = compression
         self.image_compression = image_compression
         self.compression_opts = compression_opts
@@ -397,7 +397,7 @@ class PairedDatasetWriter:
         missing = [name for name in self.label_names if name not in given]
         extra = sorted(given - set(self.label_names))
         if missing or extra:
-            raise ValueError(
+            raise InputError(
                 f"labels must give exactly the label columns {list(self.label_names)} declared "
                 f"in PairedDatasetWriter(label_names=...); missing {missing}, unexpected {extra}")
         out = {}
@@ -431,7 +431,7 @@ class PairedDatasetWriter:
                 values = values.copy()
                 values[np.asarray(mask).reshape(-1)] = np.nan  # documented: NaN = missing
             if values.shape != (n,):
-                raise ValueError(f"label {name!r} has {values.size} values for {n} rows")
+                raise InputError(f"label {name!r} has {values.size} values for {n} rows")
             out[name] = values
         return out
 
@@ -478,7 +478,7 @@ class PairedDatasetWriter:
                                "as writer:` (or call .open())")
         targetid_arr = np.asarray(targetid)
         if targetid_arr.ndim != 1:
-            raise ValueError(f"targetid must be 1-D (one per row), got shape {targetid_arr.shape}")
+            raise InputError(f"targetid must be 1-D (one per row), got shape {targetid_arr.shape}")
         n = targetid_arr.shape[0]
         if n == 0:
             return
@@ -503,15 +503,15 @@ class PairedDatasetWriter:
         for name, value in (("ra", ra), ("dec", dec)):
             arr = _as_array(value, name, u.deg).astype(np.float64).reshape(-1)
             if arr.shape != (n,):
-                raise ValueError(f"{name} has {arr.size} values for {n} targetids")
+                raise InputError(f"{name} has {arr.size} values for {n} targetids")
             if np.any(np.isinf(arr)):
-                raise ValueError(f"{name} has infinite values; give positions in degrees "
+                raise InputError(f"{name} has infinite values; give positions in degrees "
                                  "(NaN marks an unknown position)")
             coords[name] = arr
         if np.any(np.isnan(coords["ra"]) != np.isnan(coords["dec"])):
-            raise ValueError("ra and dec must be both known or both NaN (unknown) in each row")
+            raise InputError("ra and dec must be both known or both NaN (unknown) in each row")
         if np.any(np.abs(coords["dec"]) > 90):
-            raise ValueError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
+            raise InputError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
                              "swapped and are in degrees")
 
         flux_arr = _as_array(flux, "flux", grid.FLUX_UNIT,
@@ -519,32 +519,32 @@ class PairedDatasetWriter:
         ivar_arr = _as_array(ivar, "ivar", grid.IVAR_UNIT)
         for name, arr in (("flux", flux_arr), ("ivar", ivar_arr)):
             if arr.shape != (n, grid.N_PIXELS):
-                raise ValueError(
+                raise InputError(
                     f"{name} has shape {arr.shape}; expected ({n}, {grid.N_PIXELS}) (one spectrum "
                     "per row on the DESI grid): put spectra on the grid with "
                     "astroclip.prepare_spectra first")
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name} has non-finite values; mark bad pixels with ivar=0 and "
+                raise InputError(f"{name} has non-finite values; mark bad pixels with ivar=0 and "
                                  "flux=0 (astroclip.prepare_spectra does this)")
         if np.any(ivar_arr < 0):
-            raise ValueError("ivar has negative values; inverse variances must be >= 0")
+            raise InputError("ivar has negative values; inverse variances must be >= 0")
 
         image_arr = _as_array(image, "image", grid.NANOMAGGY, grid.NANOMAGGY_EQUIVALENCY)
         s = self.image_size
         if image_arr.shape != (n, 3, s, s):
-            raise ValueError(
+            raise InputError(
                 f"image has shape {image_arr.shape}; expected ({n}, 3, {s}, {s}) (g, r, z "
                 f"nanomaggies, {s}x{s} px): use astroclip.prepare_images(..., size={s}), or "
                 f"PairedDatasetWriter(image_size=...) for another size")
         if not np.all(np.isfinite(image_arr)):
-            raise ValueError("image has non-finite pixels; fill them first "
+            raise InputError("image has non-finite pixels; fill them first "
                              "(astroclip.prepare_images fills and counts them)")
 
         split_arr = split_codes(split)
         if split_arr.ndim == 0:
             split_arr = np.full(n, split_arr, dtype=np.int8)
         if split_arr.shape != (n,):
-            raise ValueError(f"split has {split_arr.size} values for {n} rows; give one per "
+            raise InputError(f"split has {split_arr.size} values for {n} rows; give one per "
                              "row or a single value")
         label_arr = self._labels(labels, n)
 
@@ -577,19 +577,19 @@ def _check_layout(f, path):
         from .datasets import detect_layout
         layout = detect_layout(f)
         if layout == "paper":
-            raise ValueError(f"{path} is the paper's published paired file, not an astroclip "
+            raise InputError(f"{path} is the paper's published paired file, not an astroclip "
                              "paired file; read it with astroclip.data.datasets.PairedDataset("
                              "path) (layout 'paper')")
         if layout in ("mmu_spectra", "mmu_images"):
-            raise ValueError(f"{path} is a Multimodal Universe file; read it with "
+            raise InputError(f"{path} is a Multimodal Universe file; read it with "
                              "astroclip.data.datasets.MultimodalUniverseDataset(spectra_path, "
                              "images_path)")
-        raise ValueError(f"{path} is not an astroclip paired file (root attribute "
+        raise InputError(f"{path} is not an astroclip paired file (root attribute "
                          f"format={fmt!r}, expected {FORMAT!r}); write one with "
                          "PairedDatasetWriter")
     version = int(f.attrs.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {version}, newer than this astroclip "
+        raise InputError(f"{path} has format_version {version}, newer than this astroclip "
                          f"reads ({FORMAT_VERSION}); upgrade astroclip")
     missing = [name for name in REQUIRED_FIELDS if name not in f]
     if missing:
@@ -682,7 +682,7 @@ def read_paired_dataset(path, *, split=None, fields=None, rows=None):
     for field in fields:
         key = {v: k for k, v in _ARRAY_FIELDS.items()}.get(field, field)
         if key not in _ARRAY_FIELDS:
-            raise ValueError(f"unknown field {field!r}; choose among {list(_ARRAY_FIELDS)}")
+            raise InputError(f"unknown field {field!r}; choose among {list(_ARRAY_FIELDS)}")
         names.append(key)
     with open_hdf5(path) as f:
         n = _check_layout(f, path)

@@ -56,7 +56,7 @@ import torch
 
 from .._config import conf
 from .._optional import require
-from ..exceptions import DataFileError, ResumeMismatchError
+from ..exceptions import DataFileError, InputError, ResumeMismatchError
 
 pl = require("lightning.pytorch", purpose="training")
 from lightning.pytorch.accelerators import CUDAAccelerator  # noqa: E402
@@ -90,10 +90,10 @@ class WarmupCosine:
 
     def __init__(self, *, warmup_steps, total_steps, min_lr_ratio=0.0):
         if warmup_steps < 0 or total_steps < 1:
-            raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got "
+            raise InputError(f"need warmup_steps >= 0 and total_steps >= 1, got "
                              f"{warmup_steps} and {total_steps}")
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+            raise InputError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr_ratio = float(min_lr_ratio)
@@ -167,7 +167,7 @@ def adamw_warmup_cosine(params, hparams):
     """
     params = [p for p in params if p.requires_grad]
     if not params:
-        raise ValueError("no parameter is left to train (all are frozen)")
+        raise InputError("no parameter is left to train (all are frozen)")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": hparams.weight_decay},
@@ -193,7 +193,7 @@ def step_seed(seed, *keys):
     """
     ints = [int(seed)] + [int(k) for k in keys]
     if any(i < 0 for i in ints):
-        raise ValueError(f"seeds and keys must be non-negative integers, got {ints}")
+        raise InputError(f"seeds and keys must be non-negative integers, got {ints}")
     state = np.random.SeedSequence(ints).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
@@ -261,9 +261,9 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, n_items, batch_size, *, seed=0, start=0, num_replicas=None, rank=None):
         if n_items < 1:
-            raise ValueError("the training dataset is empty; it needs at least one item")
+            raise InputError("the training dataset is empty; it needs at least one item")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.n_items = int(n_items)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -850,7 +850,7 @@ def build_trainer(*, out_dir, max_steps, accelerator="auto", devices="auto", num
     from lightning.pytorch.loggers import CSVLogger
 
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)

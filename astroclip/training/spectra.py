@@ -23,6 +23,7 @@ from .common import (pl, build_trainer, check_resume_config, check_run_folder, d
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
                      step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
 from .common import check_resume_run
+from ..exceptions import InputError
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -217,7 +218,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
     with torch.device("meta"):
         SpectrumEncoder(**config)  # validates the configuration cheaply
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     check_resume_config(ckpt, "model_config", config)

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import h5py
 import numpy as np
@@ -14,9 +13,7 @@ import torch
 
 import astroclip
 from astroclip import api
-from astroclip.cli import main
-from astroclip.exceptions import (AstroclipWarning, DataFileError, DeviceUnavailableError,
-                                  InputError, ModelFormatError, OptionalDependencyError)
+from astroclip.exceptions import AstroclipWarning, DataFileError, InputError, ModelFormatError
 from astroclip.models.weights import save_model
 
 from ..test_api import fake_images, tiny_model
