@@ -7,6 +7,7 @@ returns float32 numpy arrays or astropy Table columns whose ``meta`` records
 the model name, the package version and the weights' sha256.
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from ._optional import require
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .inputs import grid
-from .models.weights import WEIGHTS_FILE
+from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
 from .registry import list_models, resolve_model_path, sha256_file
 
@@ -57,26 +58,48 @@ def load_model(model=None, *, device="auto", download=True):
     -------
     `torch.nn.Module`
         In eval mode on ``device``; ``model_info(module)`` gives its name,
-        version and weights hash.
+        version and weights hash.  Each call returns a module of its own
+        (a copy of the cached one): changing it (``.half()``, fine-tuning,
+        ``.train()``) changes neither later calls nor the embedding functions.
+        The cache is keyed by the folder and the size and modification time of
+        its ``model.safetensors`` and ``config.json``, so edited files are read
+        again.  A module passed in is returned itself, moved to ``device`` and
+        in eval mode.
 
     Raises
     ------
-    ValueError
-        Unknown model name, or weights that do not match the architecture.
-    OSError
-        Released weights that are neither cached nor downloadable.
+    InputError
+        Unknown model name (a `ValueError`).
+    ModelFormatError
+        A damaged model folder, or weights that do not match the architecture
+        (a `ValueError`).
+    DataFileError
+        Released weights that are neither cached nor downloadable (an `OSError`).
 
     Examples
     --------
     >>> import astroclip
     >>> model = astroclip.load_model("quickstart-report/model")  # doctest: +SKIP
     """
+    if isinstance(model, torch.nn.Module):
+        return model.to(resolve_device(device)).eval()
+    return copy.deepcopy(_shared_model(model, device=device, download=download))
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def _shared_model(model=None, *, device="auto", download=True):
+    """The cached module of a model (never handed to users; the embedding functions use it)."""
     dev = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         return model.to(dev).eval()
     name = conf.default_model if model is None else model
     path = resolve_model_path(name, download=download)
-    key = (str(path.resolve()), os.stat(path / WEIGHTS_FILE).st_mtime_ns, str(dev))
+    key = (str(path.resolve()), _file_key(path / WEIGHTS_FILE), _file_key(path / CONFIG_FILE),
+           str(dev))
     if key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
         return _MODEL_CACHE[key]
@@ -337,7 +360,7 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     ...                      model="quickstart-report/model")  # doctest: +SKIP
     """
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     prepared = _spectra_input(spectra, prepare_kwargs)
     dev = next(net.parameters()).device
     emb = _run_batches(_encoder(net, "spectrum"), prepared.flux, batch_size=batch_size,
@@ -380,7 +403,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
     ...                   model="quickstart-report/model")  # doctest: +SKIP
     """
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     prepared = _images_input(images, prepare_kwargs)
     dev = next(net.parameters()).device
     emb = _run_batches(_encoder(net, "image"), prepared.images, batch_size=batch_size,
@@ -859,7 +882,7 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     if int(chunk_size) < 1:
         raise InputError(f"chunk_size must be a positive integer, got {chunk_size}")
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     dev = next(net.parameters()).device
     encoders = {m: _encoder(net, m) for m in modalities}
     chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
