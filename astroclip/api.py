@@ -7,11 +7,13 @@ returns float32 numpy arrays or astropy Table columns whose ``meta`` records
 the model name, the package version and the weights' sha256.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -770,7 +772,7 @@ def _resumable_chunks(parts, made_by, n_chunks):
         try:
             with np.load(path, allow_pickle=False) as z:
                 stamp = str(z["_made_by"]) if "_made_by" in z.files else "{}"
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataFileError(f"{path} is unreadable ({exc}); delete it to embed that chunk "
                                 "again, or pass resume=False to start over") from None
         earlier = json.loads(stamp)
@@ -789,6 +791,27 @@ def _claim_parts(parts):
                                 "move it away or choose another out")
     parts.mkdir(parents=True, exist_ok=True)
     (parts / _PARTS_MARKER).touch()
+
+
+@contextlib.contextmanager
+def _parts_lock(parts, out):
+    """Hold an exclusive lock on ``parts`` (POSIX): one embed_catalog run per output at a time."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    fh = open(parts / _PARTS_MARKER, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataFileError(f"{parts} is in use by another embed_catalog run writing {out}; "
+                                "wait for it to finish (or stop it) and run again: it resumes "
+                                "from the finished chunks") from None
+        yield
+    finally:
+        fh.close()
 
 
 def _clear_parts(parts):
@@ -892,14 +915,32 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
                "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
     parts = out.with_name(out.name + ".parts")
     _claim_parts(parts)
-    if not resume:
-        _clear_parts(parts)
-    done = _resumable_chunks(parts, made_by, len(chunks))
-    if not (parts / "manifest.json").exists():
-        manifest = {"format": _PARTS_FORMAT, "format_version": 1, "model_info": info,
-                    "source": [str(d) for d in chunks.description], "made_by": made_by}
-        with atomic_path(parts / "manifest.json") as tmp:
-            Path(tmp).write_text(json.dumps(manifest, indent=1))
+    with _parts_lock(parts, out):
+        if not resume:
+            _clear_parts(parts)
+        done = _resumable_chunks(parts, made_by, len(chunks))
+        if not (parts / "manifest.json").exists():
+            manifest = {"format": _PARTS_FORMAT, "format_version": 1, "model_info": info,
+                        "source": [str(d) for d in chunks.description], "made_by": made_by}
+            with atomic_path(parts / "manifest.json") as tmp:
+                Path(tmp).write_text(json.dumps(manifest, indent=1))
+        _embed_chunks(chunks, parts, done, encoders, made_by, batch_size=batch_size, device=dev,
+                      progress=progress)
+        check_output_path(out, overwrite=overwrite)  # written by someone else meanwhile?
+        _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
+        if "spectrum" in modalities:
+            valid = _chunk_column(parts, len(chunks), "valid")
+            problem = _chunk_column(parts, len(chunks), "problem")
+            _warn_unusable(valid, problem, len(valid), f"rows of {chunks.description[0]}"
+                           + (" ..." if len(chunks.description) > 2 else ""),
+                           f"They are kept, flagged valid = False in {out} (column problem "
+                           "says why): select the rows with valid == True.")
+        _remove_parts(parts)
+    return out
+
+
+def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress):
+    """Embed and write (atomically, after a free-space check) every chunk not in ``done``."""
     stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
     bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
                disable=not progress)
@@ -911,10 +952,10 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
         if flags is not None:
             result["valid"], result["problem"] = flags
         source, first_row = chunks.where(i)
-        for m in modalities:
-            result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
-                                     device=dev, progress=False, desc=f"{m} rows",
-                                     first_row=first_row, source=source)
+        for m, encoder in encoders.items():
+            result[m] = _run_batches(encoder, arrays[m], batch_size=batch_size, device=device,
+                                     progress=False, desc=f"{m} rows", first_row=first_row,
+                                     source=source)
         chunk_path = parts / f"chunk_{i:07d}.npz"
         check_free_space(chunk_path, sum(np.asarray(v).nbytes for v in result.values()))
         with disk_errors(chunk_path), atomic_path(chunk_path) as tmp:
@@ -922,13 +963,3 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
                 np.savez(fh, **result)
         bar.update(1)
     bar.close()
-    _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
-    if "spectrum" in modalities:
-        valid = _chunk_column(parts, len(chunks), "valid")
-        problem = _chunk_column(parts, len(chunks), "problem")
-        _warn_unusable(valid, problem, len(valid), f"rows of {chunks.description[0]}"
-                       + (" ..." if len(chunks.description) > 2 else ""),
-                       f"They are kept, flagged valid = False in {out} (column problem says "
-                       "why): select the rows with valid == True.")
-    _remove_parts(parts)
-    return out

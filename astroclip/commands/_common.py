@@ -46,11 +46,13 @@ def read_embeddings(path):
             emb = {k[:-len("_embedding")]: f[k][:] for k in f if k.endswith("_embedding")}
             meta = dict(f.attrs)
     else:
+        from astropy.io.registry import IORegistryError
         from astropy.table import Table
         try:
             t = Table.read(path)
-        except (OSError, ValueError, TypeError) as exc:
-            raise DataFileError(f"{path} cannot be read as a table ({exc}); it is truncated, "
+        except (OSError, ValueError, TypeError, IORegistryError) as exc:
+            raise DataFileError(f"{path} cannot be read as a table ({str(exc).splitlines()[0]}); "
+                                "it is truncated, "
                                 "corrupt or not an embeddings file: write it again with "
                                 "`astroclip embed`") from None
         if "targetid" not in t.colnames:
