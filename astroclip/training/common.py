@@ -56,7 +56,8 @@ import torch
 
 from .._config import conf
 from .._optional import require
-from ..exceptions import DataFileError, InputError, ResumeMismatchError
+from ..exceptions import (DataFileError, DeviceUnavailableError, InputError,
+                          ResumeMismatchError)
 
 pl = require("lightning.pytorch", purpose="training")
 from lightning.pytorch.accelerators import CUDAAccelerator  # noqa: E402
@@ -753,10 +754,26 @@ def resolve_accelerator(device, accelerator, devices):
     return dev.type, 1
 
 
+def _trainer(**kwargs):
+    """`lightning.pytorch.Trainer`, with the device settings a user got wrong as our errors."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**kwargs)
+    except MisconfigurationException as exc:
+        settings = ", ".join(f"{k}={kwargs[k]!r}" for k in ("accelerator", "devices", "strategy",
+                                                              "precision") if k in kwargs)
+        text = " ".join(str(exc).split())
+        cls = (DeviceUnavailableError if any(w in text.lower() for w in (
+            "backend", "not available", "no supported", "cuda", "mps")) else InputError)
+        raise cls(f"Lightning cannot run with {settings}: {text}; check --accelerator, "
+                  "--devices and --strategy (or pass --device cpu)") from exc
+
+
 def world_size(**kwargs):
     """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
     with lightning_quiet():
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = _trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, **kwargs)
     return int(trainer.world_size)
 
@@ -874,7 +891,7 @@ def build_trainer(*, out_dir, max_steps, accelerator="auto", devices="auto", num
         if limit_val_batches is not None:
             kwargs["limit_val_batches"] = limit_val_batches
     with lightning_quiet():
-        return pl.Trainer(
+        return _trainer(
             default_root_dir=out_dir, max_steps=int(max_steps), max_epochs=-1,
             accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
             precision=resolve_precision(precision, accelerator),

@@ -4,6 +4,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 
 from astroclip import api
 from astroclip.cli import main
@@ -81,6 +82,20 @@ def test_training_config_error(pairs_path, tmp_path, capsys):
                  "--batch-size", "3", "--accumulate", "2", "--no-progress",
                  "--accelerator", "cpu"]) == 1
     _one_line(capsys, "batch_size=3", "multiple of 2")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_training_on_an_absent_gpu(pairs_path, tmp_path, capsys):
+    assert main(["pretrain-spectra", "--data", str(pairs_path), "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", "--accelerator", "gpu", "--no-progress"]) == 1
+    _one_line(capsys, "accelerator='gpu'", "--device cpu")
+
+
+def test_training_on_zero_devices(pairs_path, tmp_path, capsys):
+    assert main(["align", "--data", str(pairs_path), "--out", str(tmp_path / "run"),
+                 "--max-steps", "1", "--accelerator", "cpu", "--devices", "0",
+                 "--no-progress"]) == 1
+    _one_line(capsys, "devices=0", "--devices")
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
