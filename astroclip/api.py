@@ -840,10 +840,15 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     """Embed an arbitrarily large catalogue into a file, in resumable chunks.
 
     Each chunk of ``chunk_size`` rows is embedded and written atomically to
-    ``<out>.parts/``; an interrupted run (killed, crashed, out of time) picks
-    up at the first missing chunk with no lost or duplicated rows.  When all
-    chunks exist they are assembled into ``out`` (atomically) and the parts
-    are removed.
+    ``<out>.parts/``; an interrupted run (killed, crashed, out of time, full
+    disk) picks up at the first missing chunk with no lost or duplicated rows.
+    When all chunks exist they are assembled into ``out`` (atomically) and
+    astroclip's files are removed from the parts folder (and the folder, when
+    nothing else is in it).  The manifest and every chunk record what made
+    them (weights and configuration sha256 of the model, identity of the input
+    files or hash of the in-memory input, chunking, input options); resuming
+    with any of them changed is refused.  The parts folder is locked while a
+    run uses it.
 
     Parameters
     ----------
@@ -865,8 +870,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     overwrite : bool, optional
         Replace an existing ``out``.
     resume : bool, optional
-        Reuse the chunks of an interrupted run with the same model and
-        chunking (default); False starts afresh.
+        Reuse the chunks of an interrupted run made the same way (default);
+        False removes them and starts afresh.
     **prepare_kwargs
         Passed to the input layer.
 
@@ -874,16 +879,27 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     -------
     `pathlib.Path`
         ``out``.  Its columns/datasets: ``targetid`` (or the row number for inputs
-        without identifiers) and ``spectrum_embedding`` / ``image_embedding``;
-        its metadata records model name, version and weights hash.
+        without identifiers), ``spectrum_embedding`` / ``image_embedding`` and,
+        with spectra, ``valid`` (False for spectra without usable pixels and
+        for DESI sky or unassigned fibres, which are kept, with a warning
+        counting them) and ``problem`` (why); its metadata records model name,
+        version and weights hash.
 
     Raises
     ------
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
-    ValueError
-        Unknown modality or format; parts of an earlier run made with another
-        model or chunk size.
+    InputError
+        Unknown modality or format, bad options (a `ValueError`).
+    ResumeMismatchError
+        ``<out>.parts`` holds chunks of a run made with another model, input or
+        options (a `ValueError`); the message says what differs.
+    DataFileError
+        ``<out>.parts`` exists but was not made by astroclip, is used by
+        another run, holds an unreadable chunk, or the disk is full (an
+        `OSError`); nothing written before is lost.
+    NonFiniteError
+        Inputs or embeddings with NaN or infinite values (rows named).
 
     Examples
     --------
