@@ -2,6 +2,8 @@
 
 import torch
 
+from .exceptions import DeviceUnavailableError, InputError
+
 __all__ = ["resolve_device"]
 
 
@@ -20,10 +22,11 @@ def resolve_device(device="auto"):
 
     Raises
     ------
-    ValueError
-        If the device string is not understood.
-    RuntimeError
-        If the requested accelerator is not available on this machine.
+    InputError
+        (a `ValueError`) If the device string is not understood.
+    DeviceUnavailableError
+        (a `RuntimeError`) If the requested accelerator (or that device number)
+        is not available on this machine.
 
     Examples
     --------
@@ -44,15 +47,22 @@ def resolve_device(device="auto"):
         try:
             dev = torch.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(
+            raise InputError(
                 f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', "
-                "'cuda:N' or 'mps'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was requested but CUDA is not available "
-                           "here; use device='auto' or 'cpu'")
+                "'cuda:N' or 'mps' (--device auto on the command line)") from exc
+    fix = "use device='auto' or 'cpu' (--device auto or --device cpu on the command line)"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(f"device={device!r} was requested but CUDA is not "
+                                         f"available here; {fix}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"device={device!r} was requested but this machine "
+                                         f"has {torch.cuda.device_count()} CUDA device(s) "
+                                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); "
+                                         f"{fix}")
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise RuntimeError(f"device={device!r} was requested but MPS is not available "
-                               "here; use device='auto' or 'cpu'")
+            raise DeviceUnavailableError(f"device={device!r} was requested but MPS is not "
+                                         f"available here; {fix}")
     return dev

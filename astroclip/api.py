@@ -7,9 +7,13 @@ returns float32 numpy arrays or astropy Table columns whose ``meta`` records
 the model name, the package version and the weights' sha256.
 """
 
+import contextlib
+import copy
+import hashlib
 import json
 import os
-import shutil
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,11 +25,12 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._config import conf
 from ._device import resolve_device
-from ._io import atomic_path, check_output_path
+from ._io import atomic_path, check_free_space, check_output_path, disk_errors, file_identity
 from ._optional import require
-from .exceptions import InputError
+from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
+                         ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .inputs import grid
-from .models.weights import WEIGHTS_FILE
+from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
 from .registry import list_models, resolve_model_path, sha256_file
 
@@ -55,34 +60,59 @@ def load_model(model=None, *, device="auto", download=True):
     -------
     `torch.nn.Module`
         In eval mode on ``device``; ``model_info(module)`` gives its name,
-        version and weights hash.
+        version and weights hash.  Each call returns a module of its own
+        (a copy of the cached one): changing it (``.half()``, fine-tuning,
+        ``.train()``) changes neither later calls nor the embedding functions.
+        The cache is keyed by the folder and the size and modification time of
+        its ``model.safetensors`` and ``config.json``, so edited files are read
+        again.  A module passed in is returned itself, moved to ``device`` and
+        in eval mode.
 
     Raises
     ------
-    ValueError
-        Unknown model name, or weights that do not match the architecture.
-    OSError
-        Released weights that are neither cached nor downloadable.
+    InputError
+        Unknown model name (a `ValueError`).
+    ModelFormatError
+        A damaged model folder, or weights that do not match the architecture
+        (a `ValueError`).
+    DataFileError
+        Released weights that are neither cached nor downloadable (an `OSError`).
 
     Examples
     --------
     >>> import astroclip
     >>> model = astroclip.load_model("quickstart-report/model")  # doctest: +SKIP
     """
+    if isinstance(model, torch.nn.Module):
+        return model.to(resolve_device(device)).eval()
+    return copy.deepcopy(_shared_model(model, device=device, download=download))
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def _shared_model(model=None, *, device="auto", download=True):
+    """The cached module of a model (never handed to users; the embedding functions use it)."""
     dev = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         return model.to(dev).eval()
     name = conf.default_model if model is None else model
     path = resolve_model_path(name, download=download)
-    key = (str(path.resolve()), os.stat(path / WEIGHTS_FILE).st_mtime_ns, str(dev))
+    key = (str(path.resolve()), _file_key(path / WEIGHTS_FILE), _file_key(path / CONFIG_FILE),
+           str(dev))
     if key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
         return _MODEL_CACHE[key]
     try:
         module = _load_model_folder(path, device=dev)
-    except (RuntimeError, KeyError) as exc:
-        raise ValueError(f"the weights in {path} do not match the model described by its "
-                         f"config.json: {exc}") from exc
+    except AstroclipError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"the weights in {path} do not match the model described by its "
+                               f"config.json ({exc}); copy the model folder again or write it "
+                               "anew with save_model") from exc
     module._astroclip_info = {"model": str(name), "path": str(path),
                               "astroclip_version": __version__,
                               "weights_sha256": sha256_file(path / WEIGHTS_FILE)}
@@ -129,18 +159,54 @@ def _check_embedding(emb, n, fn):
                          "that pools its output")
 
 
-def _run_batches(fn, array, *, batch_size, device, progress, desc):
+def _rows_text(rows, limit=10):
+    """'row 3' or 'rows 3, 10, 11, ...'."""
+    shown = ", ".join(str(int(r)) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def _check_finite(block, *, first_row, desc, source, produced):
+    """NonFiniteError naming the rows of ``block`` that hold NaN or infinite values."""
+    bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad) + first_row
+    where = f" of {source}" if source else ""
+    if produced:
+        raise NonFiniteError(
+            f"the model returned NaN or infinite embeddings for {_rows_text(rows)}{where} "
+            f"({desc}) although the inputs are finite: the model's weights or the scale of "
+            "these inputs (e.g. fluxes near 1e25) are at fault; check the inputs, or load the "
+            "model again (load_model checks the weights)")
+    fix = ("prepare them with astroclip.prepare_spectra (bad pixels get flux 0 and ivar 0)"
+           if "spectr" in desc else "fill them with astroclip.prepare_images (it fills and "
+           "counts non-finite pixels)")
+    raise NonFiniteError(f"{_rows_text(rows)}{where} ({desc}) hold NaN or infinite values; {fix}"
+                         + (f", or rebuild {source}" if source else ""))
+
+
+def _run_batches(fn, array, *, batch_size, device, progress, desc, first_row=0, source=None):
+    """Embed ``array`` in batches: finite inputs in, finite float32 embeddings out.
+
+    Inputs are converted to native-byte-order float32 (FITS data are big-endian);
+    non-finite inputs or outputs raise `NonFiniteError` naming the rows
+    (counted from ``first_row``, in ``source`` when given).
+    """
     n = len(array)
     if n == 0:
-        raise ValueError(f"nothing to embed: the input holds no {desc}")
+        raise InputError(f"nothing to embed: the input holds no {desc}")
     out = None
     bar = tqdm(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
                disable=not progress or n <= batch_size, leave=False)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(array[start:start + batch_size]))
-            emb = fn(batch.to(device)).float().cpu().numpy()
-            _check_embedding(emb, len(batch), fn)
+            block = np.ascontiguousarray(array[start:start + batch_size], dtype=np.float32)
+            _check_finite(block, first_row=first_row + start, desc=desc, source=source,
+                          produced=False)
+            emb = fn(torch.from_numpy(block).to(device)).float().cpu().numpy()
+            _check_embedding(emb, len(block), fn)
+            _check_finite(emb, first_row=first_row + start, desc=desc, source=source,
+                          produced=True)
             if out is None:
                 out = np.empty((n, emb.shape[1]), dtype=np.float32)
             out[start:start + len(emb)] = emb
@@ -152,7 +218,7 @@ def _run_batches(fn, array, *, batch_size, device, progress, desc):
 def _options(device, batch_size, progress):
     batch_size = int(conf.batch_size if batch_size is None else batch_size)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     progress = conf.progress if progress is None else progress
     device = conf.device if device is None else device
     return device, batch_size, bool(progress)
@@ -187,7 +253,7 @@ def _table_column(table, names, what):
     for name in names:
         if name in table.colnames:
             return table[name]
-    raise ValueError(f"the Table has no {what} column; expected one of {list(names)} "
+    raise InputError(f"the Table has no {what} column; expected one of {list(names)} "
                      f"(columns: {table.colnames})")
 
 
@@ -208,8 +274,10 @@ def _spectra_input(spectra, prepare_kwargs):
                 fluxes.append(arrays["flux"])
                 ivars.append(arrays["ivar"])
             from astropy.table import vstack
-            return PreparedSpectra(np.concatenate(fluxes), np.concatenate(ivars),
-                                   vstack(tables) if len(tables) > 1 else tables[0])
+            table = vstack(tables) if len(tables) > 1 else tables[0]
+            ivar = np.concatenate(ivars)
+            table["VALID"], table["PROBLEM"] = _ivar_flags(ivar)
+            return PreparedSpectra(np.concatenate(fluxes), ivar, table)
         from .inputs.desi import read_desi_coadd
         return read_desi_coadd([str(p) for p in paths], **prepare_kwargs)
     if isinstance(spectra, Table):
@@ -220,16 +288,22 @@ def _spectra_input(spectra, prepare_kwargs):
                 ivar = spectra[name]
         unit = flux.unit
         if unit is None:
-            raise ValueError("the Table's flux column has no unit; set it, e.g. "
+            raise InputError("the Table's flux column has no unit; set it, e.g. "
                              "table['flux'].unit = '1e-17 erg/(s cm2 Angstrom)'")
         wave = prepare_kwargs.pop("wavelength", None)
         if wave is None:
             if flux.shape[-1] != grid.N_PIXELS:
-                raise ValueError(f"the Table's flux has {flux.shape[-1]} pixels; pass "
+                raise InputError(f"the Table's flux has {flux.shape[-1]} pixels; pass "
                                  "wavelength= for spectra that are not on the DESI grid")
             wave = grid.wavelength_grid()
         meta = spectra[[c for c in spectra.colnames if spectra[c].ndim == 1]]
-        ivar_arg = None if ivar is None else np.asarray(ivar)
+        # masked entries of masked columns are bad pixels (Column.quantity drops the mask)
+        bad = [np.ma.getmaskarray(c) for c in (flux, ivar) if np.ma.isMaskedArray(c)]
+        if bad:
+            given = prepare_kwargs.pop("mask", None)
+            prepare_kwargs["mask"] = np.logical_or.reduce(
+                bad + ([np.asarray(given, dtype=bool)] if given is not None else []))
+        ivar_arg = None if ivar is None else np.asarray(np.ma.getdata(ivar))
         return prepare_spectra(flux.quantity if hasattr(flux, "quantity") else flux,
                                wavelength=wave, ivar=ivar_arg, meta=meta, **prepare_kwargs)
     return prepare_spectra(spectra, **prepare_kwargs)
@@ -305,11 +379,16 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     ...                      model="quickstart-report/model")  # doctest: +SKIP
     """
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     prepared = _spectra_input(spectra, prepare_kwargs)
     dev = next(net.parameters()).device
     emb = _run_batches(_encoder(net, "spectrum"), prepared.flux, batch_size=batch_size,
                        device=dev, progress=progress, desc="spectra")
+    if not as_table and "VALID" in prepared.meta.colnames:
+        valid, problem = _meta_flags(prepared.meta)
+        _warn_unusable(valid, problem, len(valid), "spectra",
+                       "Pass as_table=True to get the VALID and PROBLEM columns, or leave "
+                       "these rows out.")
     return _finish(emb, prepared.meta, net, normalize=normalize, as_table=as_table,
                    modality="spectrum")
 
@@ -343,7 +422,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
     ...                   model="quickstart-report/model")  # doctest: +SKIP
     """
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     prepared = _images_input(images, prepare_kwargs)
     dev = next(net.parameters()).device
     emb = _run_batches(_encoder(net, "image"), prepared.images, batch_size=batch_size,
@@ -394,30 +473,33 @@ class _Chunks:
             for p in paths:
                 with open_hdf5(p) as f:
                     if "targetid" not in f:
-                        raise ValueError(f"{p} is not an astroclip paired file (no 'targetid'); "
+                        raise InputError(f"{p} is not an astroclip paired file (no 'targetid'); "
                                          "convert it with astroclip.data first")
                     n = len(f["targetid"])
                 self.files.append((p, n))
             self.bounds = [(i, s, min(s + chunk_size, n)) for i, (p, n) in enumerate(self.files)
                            for s in range(0, n, chunk_size)]
             self.description = [str(p) for p in paths]
+            self.identity = {"kind": "hdf5", "files": [{**file_identity(p), "rows": n}
+                                                       for p, n in self.files]}
         elif paths is not None:
             if modalities != ("spectrum",):
-                raise ValueError("DESI coadd files hold spectra only: use modality='spectrum'")
+                raise InputError("DESI coadd files hold spectra only: use modality='spectrum'")
             self.kind = "desi"
             self.files = paths
             self.bounds = [(i, 0, None) for i in range(len(paths))]
             self.description = [str(p) for p in paths]
+            self.identity = {"kind": "desi", "files": [file_identity(p) for p in paths]}
         else:
             self.kind = "memory"
             data = source if isinstance(source, dict) else {modalities[0]: source}
             unknown = set(data) - {"spectrum", "image"}
             if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)} in the input dict; use "
+                raise InputError(f"unknown keys {sorted(unknown)} in the input dict; use "
                                  "'spectrum' and/or 'image'")
             missing = set(modalities) - set(data)
             if missing:
-                raise ValueError(f"modality {sorted(missing)} requested but the input holds "
+                raise InputError(f"modality {sorted(missing)} requested but the input holds "
                                  f"only {sorted(data)}")
             self.prepared = {}
             spec_kwargs, image_kwargs = _split_kwargs(prepare_kwargs)
@@ -431,38 +513,67 @@ class _Chunks:
                                           else _images_input(im, image_kwargs))
             lengths = {len(v) for v in self.prepared.values()}
             if len(lengths) != 1:
-                raise ValueError(f"spectra and images differ in length: "
+                raise InputError(f"spectra and images differ in length: "
                                  f"{ {k: len(v) for k, v in self.prepared.items()} }")
             n = lengths.pop()
             self.bounds = [(0, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
             self.description = ["in-memory input", n]
+            self.identity = {"kind": "memory", "rows": n, "sha256": self._content_sha256()}
+
+    def _content_sha256(self):
+        """sha256 of the model-ready in-memory arrays (and identifiers), to recognise them."""
+        h = hashlib.sha256()
+        for modality in sorted(self.prepared):
+            prepared = self.prepared[modality]
+            arrays = ([prepared.flux, prepared.ivar] if modality == "spectrum"
+                      else [prepared.images])
+            for name in ("TARGETID", "targetid"):
+                if name in prepared.meta.colnames:
+                    arrays.append(np.asarray(prepared.meta[name], dtype=np.int64))
+            for a in arrays:
+                a = np.ascontiguousarray(a)
+                h.update(f"{modality}{a.dtype.str}{a.shape}".encode())
+                h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
 
     def __len__(self):
         return len(self.bounds)
 
+    def where(self, i):
+        """``(file or None, first row in it)`` of chunk ``i``, for messages."""
+        f, start, _ = self.bounds[i]
+        if self.kind == "hdf5":
+            return str(self.files[f][0]), start
+        if self.kind == "desi":
+            return str(self.files[f]), 0
+        return None, start
+
     def read(self, i):
-        """(ids, {modality: model-ready float32 array}) of chunk ``i``."""
+        """``(ids, {modality: model-ready float32 array}, flags)`` of chunk ``i``.
+
+        ``flags`` is ``(valid, problem)`` for the spectra (None without spectra).
+        """
         f, start, stop = self.bounds[i]
         if self.kind == "hdf5":
             from .data.hdf5 import read_paired_dataset
-            fields = (["flux"] if "spectrum" in self.modalities else []) + \
+            fields = (["flux", "ivar"] if "spectrum" in self.modalities else []) + \
                      (["image"] if "image" in self.modalities else [])
             table, arrays = read_paired_dataset(self.files[f][0], fields=fields,
                                                 rows=slice(start, stop))
-            out = {}
+            out, flags = {}, None
             if "spectrum" in self.modalities:
                 out["spectrum"] = arrays["flux"]
+                flags = _ivar_flags(arrays["ivar"])
             if "image" in self.modalities:
                 out["image"] = arrays["image"]
-            return np.asarray(table["targetid"], dtype=np.int64), out
+            return np.asarray(table["targetid"], dtype=np.int64), out, flags
         if self.kind == "desi":
             from .inputs.desi import read_desi_coadd
             prepared = read_desi_coadd([str(self.files[f])], **self.prepare_kwargs)
             ids = (np.asarray(prepared.meta["TARGETID"], dtype=np.int64)
                    if "TARGETID" in prepared.meta.colnames else np.full(len(prepared), -1))
-            return ids, {"spectrum": prepared.flux}
-        out = {}
-        ids = None
+            return ids, {"spectrum": prepared.flux}, _meta_flags(prepared.meta)
+        out, ids, flags = {}, None, None
         for modality, prepared in self.prepared.items():
             values = prepared.flux if modality == "spectrum" else prepared.images
             out[modality] = values[start:stop]
@@ -470,23 +581,89 @@ class _Chunks:
             for name in ("TARGETID", "targetid"):
                 if ids is None and name in meta.colnames:
                     ids = np.asarray(meta[name][start:stop], dtype=np.int64)
+            if modality == "spectrum":
+                flags = _meta_flags(meta[start:stop]) if "VALID" in meta.colnames else \
+                    _ivar_flags(prepared.ivar[start:stop])
         if ids is None:
             ids = np.arange(start, stop, dtype=np.int64)
-        return ids, out
+        return ids, out, flags
+
+
+_NO_PIXEL = "no valid pixel (all masked or ivar = 0)"
+
+
+def _ivar_flags(ivar):
+    """``(valid, problem)`` of spectra from their inverse variance alone."""
+    valid = np.asarray(ivar > 0).any(axis=1)
+    return valid, np.where(valid, "", _NO_PIXEL)
+
+
+def _meta_flags(meta):
+    """``(valid, problem)`` from a PreparedSpectra table; DESI non-targets are not valid."""
+    n = len(meta)
+    valid = (np.asarray(meta["VALID"], dtype=bool) if "VALID" in meta.colnames
+             else np.ones(n, bool))
+    problem = (np.asarray(meta["PROBLEM"], dtype=str) if "PROBLEM" in meta.colnames
+               else np.full(n, ""))
+    if "IS_TARGET" in meta.colnames:
+        target = np.asarray(meta["IS_TARGET"], dtype=bool)
+        sky = (np.asarray(meta["IS_SKY"], dtype=bool) if "IS_SKY" in meta.colnames
+               else np.zeros(n, bool))
+        why = np.where(sky, "sky fibre (OBJTYPE SKY)", "not a science target (unassigned "
+                       "fibre or TARGETID <= 0)")
+        problem = np.array([p if t else ("; ".join(x for x in (p, w) if x))
+                            for p, t, w in zip(problem, target, why)], dtype=str)
+        valid = valid & target
+    return valid, problem
+
+
+def _warn_unusable(valid, problem, n, what, advice):
+    bad = np.flatnonzero(~np.asarray(valid, dtype=bool))
+    if bad.size:
+        listed = "; ".join(f"row {i}: {problem[i]}" for i in bad[:3])
+        warnings.warn(f"{bad.size} of {n} {what} are unusable ({listed}"
+                      f"{' ...' if bad.size > 3 else ''}); their embeddings carry no "
+                      f"information about a galaxy. {advice}", AstroclipWarning, stacklevel=3)
+
+
+def _chunk_column(parts, n_chunks, key):
+    """Concatenation of one array of every chunk file, or None when the chunks lack it."""
+    pieces = []
+    for i in range(n_chunks):
+        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+            if key not in z.files:
+                return None
+            pieces.append(z[key])
+    return np.concatenate(pieces) if pieces else None
 
 
 def _write_output(parts, out, fmt, modalities, info, n_chunks):
-    ids = []
-    for i in range(n_chunks):
-        with np.load(parts / f"chunk_{i:07d}.npz") as z:
-            ids.append(z["targetid"])
-    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    """Assemble the chunks into ``out`` (atomically; the chunks stay until it succeeds)."""
+    with disk_errors(out):
+        _assemble(parts, out, fmt, modalities, info, n_chunks)
+
+
+def _assemble(parts, out, fmt, modalities, info, n_chunks):
+    ids = _chunk_column(parts, n_chunks, "targetid")
+    ids = np.zeros(0, np.int64) if ids is None else ids
+    valid = _chunk_column(parts, n_chunks, "valid")
+    problem = _chunk_column(parts, n_chunks, "problem")
+    width = 0
+    if n_chunks:
+        with np.load(parts / "chunk_0000000.npz") as z:
+            width = sum(z[m].shape[1] * 4 for m in modalities)
+    check_free_space(out, len(ids) * (8 + width + (0 if problem is None else
+                                                   1 + problem.dtype.itemsize)))
     if fmt == "hdf5":
         import h5py
         with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as h:
                 h.attrs.update({k: str(v) for k, v in info.items()})
                 h.create_dataset("targetid", data=ids)
+                if valid is not None:
+                    h.create_dataset("valid", data=valid)
+                    h.create_dataset("problem", data=problem.astype(object),
+                                     dtype=h5py.string_dtype())
                 for modality in modalities:
                     ds = None
                     row = 0
@@ -502,17 +679,176 @@ def _write_output(parts, out, fmt, modalities, info, n_chunks):
                         row += len(emb)
         return
     table = Table({"targetid": ids})
+    if valid is not None:
+        table["valid"] = valid
+        table["problem"] = problem
     for modality in modalities:
-        embs = []
-        for i in range(n_chunks):
-            with np.load(parts / f"chunk_{i:07d}.npz") as z:
-                embs.append(z[modality])
-        table[f"{modality}_embedding"] = np.concatenate(embs)
+        table[f"{modality}_embedding"] = _chunk_column(parts, n_chunks, modality)
     if fmt == "fits":
         info = {_FITS_KEYS.get(k, k.upper()[:8]): v for k, v in info.items()}
     table.meta.update({k: str(v) for k, v in info.items()})
     with atomic_path(out) as tmp:
         table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
+
+
+#: File that marks a ``<out>.parts`` folder as made by `embed_catalog`.
+_PARTS_MARKER = ".astroclip-parts"
+
+
+def _our_part_files(parts):
+    """The files of ``parts`` that embed_catalog writes (chunks, manifest, temporaries)."""
+    names = ("manifest.json", _PARTS_MARKER)
+    return [p for p in parts.iterdir() if p.is_file() and (
+        p.name in names or (p.name.startswith("chunk_") and p.suffix == ".npz")
+        or (p.name.startswith((".chunk_", ".manifest.json.")) and p.name.endswith(".tmp")))]
+
+
+#: ``format`` of the manifest of a ``<out>.parts`` folder.
+_PARTS_FORMAT = "astroclip-embed-parts"
+
+_MADE_BY_LABELS = {"model": "model", "modalities": "modality",
+                   "chunk_size": "chunk_size", "n_chunks": "number of chunks",
+                   "input": "input", "options": "input options"}
+
+
+def _model_identity(net, info):
+    """The weights and configuration sha256 of a model (hashing the tensors of a bare module)."""
+    weights = info.get("weights_sha256") or ""
+    if not weights:
+        h = hashlib.sha256()
+        for name, tensor in net.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+        weights = h.hexdigest()
+    config = json.dumps(getattr(net, "config", None), sort_keys=True, default=repr)
+    return {"weights_sha256": weights,
+            "config_sha256": hashlib.sha256(config.encode()).hexdigest()}
+
+
+def _comparable(made_by):
+    """``made_by`` without the file paths (a moved, unchanged input file is the same input)."""
+    out = json.loads(json.dumps(made_by))
+    for f in out.get("input", {}).get("files", []):
+        f.pop("path", None)
+    return out
+
+
+def _describe_input(identity):
+    if identity.get("kind") == "memory":
+        return (f"in-memory input of {identity.get('rows')} rows, content sha256 "
+                f"{str(identity.get('sha256'))[:16]}...")
+    files = identity.get("files", [])
+    return ", ".join(f"{f.get('path', '?')} ({f.get('size')} bytes, mtime_ns {f.get('mtime_ns')})"
+                     for f in files[:3]) + (" ..." if len(files) > 3 else "")
+
+
+def _mismatch(where, earlier, now):
+    """ResumeMismatchError listing what differs between two ``made_by`` records."""
+    a, b = _comparable(earlier), _comparable(now)
+    parts = []
+    for key, label in _MADE_BY_LABELS.items():
+        old, new = a.get(key), b.get(key)
+        if old == new:
+            continue
+        if key == "input":
+            parts.append(f"input: earlier {_describe_input(earlier.get(key) or {})}, now "
+                         f"{_describe_input(now.get(key) or {})}")
+        elif key == "model":
+            old = old or {}
+            if old.get("weights_sha256") != new["weights_sha256"]:
+                parts.append(f"model weights: earlier sha256 {old.get('weights_sha256')}, now "
+                             f"{new['weights_sha256']}")
+            if old.get("config_sha256") != new["config_sha256"]:
+                parts.append("model configuration (config.json)")
+        else:
+            parts.append(f"{label}: earlier {old}, now {new}")
+    detail = "; ".join(parts) or "nothing recorded about the earlier run"
+    return ResumeMismatchError(
+        f"{where} holds the work of an earlier, unfinished run that differs from this one "
+        f"({detail}). Chunks of two runs are never mixed: pass resume=False (astroclip embed "
+        "--restart) to start over, or choose another out")
+
+
+def _resumable_chunks(parts, made_by, n_chunks):
+    """Indices of the finished chunks of ``parts``, after checking they were made like this run."""
+    manifest_path = parts / "manifest.json"
+    if manifest_path.exists():
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{manifest_path} is not readable JSON ({exc}); pass "
+                                "resume=False (astroclip embed --restart) to start over") from None
+        earlier = previous.get("made_by") if isinstance(previous, dict) else None
+        if not isinstance(earlier, dict) or _comparable(earlier) != _comparable(made_by):
+            raise _mismatch(parts, earlier if isinstance(earlier, dict) else {}, made_by)
+    done = set()
+    for i in range(n_chunks):
+        path = parts / f"chunk_{i:07d}.npz"
+        if not path.exists():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stamp = str(z["_made_by"]) if "_made_by" in z.files else "{}"
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataFileError(f"{path} is unreadable ({exc}); delete it to embed that chunk "
+                                "again, or pass resume=False to start over") from None
+        earlier = json.loads(stamp)
+        if earlier != _comparable(made_by):
+            raise _mismatch(path, earlier, made_by)
+        done.add(i)
+    return done
+
+
+def _claim_parts(parts):
+    """Create ``parts`` (marked as ours), or check that an existing one is ours."""
+    if parts.exists():
+        if not parts.is_dir() or (not (parts / _PARTS_MARKER).is_file() and any(parts.iterdir())):
+            raise DataFileError(f"{parts} exists but was not made by astroclip.embed_catalog "
+                                f"(no {_PARTS_MARKER} file in it), so it was left untouched; "
+                                "move it away or choose another out")
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / _PARTS_MARKER).touch()
+
+
+@contextlib.contextmanager
+def _parts_lock(parts, out):
+    """Hold an exclusive lock on ``parts`` (POSIX): one embed_catalog run per output at a time."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    fh = open(parts / _PARTS_MARKER, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataFileError(f"{parts} is in use by another embed_catalog run writing {out}; "
+                                "wait for it to finish (or stop it) and run again: it resumes "
+                                "from the finished chunks") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _clear_parts(parts):
+    """Remove the chunks and manifest of an earlier run (nothing else)."""
+    for p in _our_part_files(parts):
+        if p.name != _PARTS_MARKER:
+            p.unlink()
+
+
+def _remove_parts(parts):
+    """Remove our files from ``parts``, then the folder if nothing else is left in it."""
+    for p in _our_part_files(parts):
+        p.unlink()
+    others = sorted(p.name for p in parts.iterdir())
+    if others:
+        warnings.warn(f"{parts} was kept: it holds files that astroclip did not write "
+                      f"({', '.join(others[:5])}); the output is complete, remove the folder "
+                      "yourself", AstroclipWarning, stacklevel=3)
+    else:
+        parts.rmdir()
 
 
 def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, format=None,
@@ -521,10 +857,15 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     """Embed an arbitrarily large catalogue into a file, in resumable chunks.
 
     Each chunk of ``chunk_size`` rows is embedded and written atomically to
-    ``<out>.parts/``; an interrupted run (killed, crashed, out of time) picks
-    up at the first missing chunk with no lost or duplicated rows.  When all
-    chunks exist they are assembled into ``out`` (atomically) and the parts
-    are removed.
+    ``<out>.parts/``; an interrupted run (killed, crashed, out of time, full
+    disk) picks up at the first missing chunk with no lost or duplicated rows.
+    When all chunks exist they are assembled into ``out`` (atomically) and
+    astroclip's files are removed from the parts folder (and the folder, when
+    nothing else is in it).  The manifest and every chunk record what made
+    them (weights and configuration sha256 of the model, identity of the input
+    files or hash of the in-memory input, chunking, input options); resuming
+    with any of them changed is refused.  The parts folder is locked while a
+    run uses it.
 
     Parameters
     ----------
@@ -546,8 +887,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     overwrite : bool, optional
         Replace an existing ``out``.
     resume : bool, optional
-        Reuse the chunks of an interrupted run with the same model and
-        chunking (default); False starts afresh.
+        Reuse the chunks of an interrupted run made the same way (default);
+        False removes them and starts afresh.
     **prepare_kwargs
         Passed to the input layer.
 
@@ -555,16 +896,27 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     -------
     `pathlib.Path`
         ``out``.  Its columns/datasets: ``targetid`` (or the row number for inputs
-        without identifiers) and ``spectrum_embedding`` / ``image_embedding``;
-        its metadata records model name, version and weights hash.
+        without identifiers), ``spectrum_embedding`` / ``image_embedding`` and,
+        with spectra, ``valid`` (False for spectra without usable pixels and
+        for DESI sky or unassigned fibres, which are kept, with a warning
+        counting them) and ``problem`` (why); its metadata records model name,
+        version and weights hash.
 
     Raises
     ------
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
-    ValueError
-        Unknown modality or format; parts of an earlier run made with another
-        model or chunk size.
+    InputError
+        Unknown modality or format, bad options (a `ValueError`).
+    ResumeMismatchError
+        ``<out>.parts`` holds chunks of a run made with another model, input or
+        options (a `ValueError`); the message says what differs.
+    DataFileError
+        ``<out>.parts`` exists but was not made by astroclip, is used by
+        another run, holds an unreadable chunk, or the disk is full (an
+        `OSError`); nothing written before is lost.
+    NonFiniteError
+        Inputs or embeddings with NaN or infinite values (rows named).
 
     Examples
     --------
@@ -573,55 +925,74 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     ...               model="quickstart-report/model")  # doctest: +SKIP
     """
     if modality not in _MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
+        raise InputError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
     modalities = _MODALITIES[modality]
     out = Path(out)
     fmt = format or _FORMATS.get(out.suffix.lower())
     if fmt not in ("hdf5", "fits", "parquet"):
-        raise ValueError(f"cannot tell the output format of {out}; use a .h5, .fits or "
+        raise InputError(f"cannot tell the output format of {out}; use a .h5, .fits or "
                          ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
     check_output_path(out, overwrite=overwrite)
     if fmt == "parquet":
         require("pyarrow", purpose="writing Parquet (or write .h5 or .fits)")
     if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size}")
     device, batch_size, progress = _options(device, batch_size, progress)
-    net = load_model(model, device=device)
+    net = _shared_model(model, device=device)
     dev = next(net.parameters()).device
     encoders = {m: _encoder(net, m) for m in modalities}
     chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
     info = model_info(net)
-    manifest = {"model": info, "modalities": list(modalities), "chunk_size": int(chunk_size),
-                "n_chunks": len(chunks), "source": [str(s) for s in chunks.description]}
+    made_by = {"model": _model_identity(net, info), "modalities": list(modalities),
+               "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
+               "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
     parts = out.with_name(out.name + ".parts")
-    manifest_path = parts / "manifest.json"
-    if parts.exists() and not resume:
-        shutil.rmtree(parts)
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
-        if previous != json.loads(json.dumps(manifest)):
-            raise ValueError(f"{parts} holds chunks of an earlier run with another model, "
-                             "input or chunking; pass resume=False to start afresh")
-    else:
-        parts.mkdir(parents=True, exist_ok=True)
-        with atomic_path(manifest_path) as tmp:
-            Path(tmp).write_text(json.dumps(manifest, indent=1))
-    done = {i for i in range(len(chunks)) if (parts / f"chunk_{i:07d}.npz").exists()}
+    _claim_parts(parts)
+    with _parts_lock(parts, out):
+        if not resume:
+            _clear_parts(parts)
+        done = _resumable_chunks(parts, made_by, len(chunks))
+        if not (parts / "manifest.json").exists():
+            manifest = {"format": _PARTS_FORMAT, "format_version": 1, "model_info": info,
+                        "source": [str(d) for d in chunks.description], "made_by": made_by}
+            with atomic_path(parts / "manifest.json") as tmp:
+                Path(tmp).write_text(json.dumps(manifest, indent=1))
+        _embed_chunks(chunks, parts, done, encoders, made_by, batch_size=batch_size, device=dev,
+                      progress=progress)
+        check_output_path(out, overwrite=overwrite)  # written by someone else meanwhile?
+        _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
+        if "spectrum" in modalities:
+            valid = _chunk_column(parts, len(chunks), "valid")
+            problem = _chunk_column(parts, len(chunks), "problem")
+            _warn_unusable(valid, problem, len(valid), f"rows of {chunks.description[0]}"
+                           + (" ..." if len(chunks.description) > 2 else ""),
+                           f"They are kept, flagged valid = False in {out} (column problem "
+                           "says why): select the rows with valid == True.")
+        _remove_parts(parts)
+    return out
+
+
+def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress):
+    """Embed and write (atomically, after a free-space check) every chunk not in ``done``."""
+    stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
     bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
                disable=not progress)
     for i in range(len(chunks)):
         if i in done:
             continue
-        ids, arrays = chunks.read(i)
-        result = {"targetid": ids}
-        for m in modalities:
-            result[m] = _run_batches(encoders[m], arrays[m], batch_size=batch_size,
-                                     device=dev, progress=False, desc=f"{m} rows")
-        with atomic_path(parts / f"chunk_{i:07d}.npz") as tmp:
+        ids, arrays, flags = chunks.read(i)
+        result = {"targetid": ids, "_made_by": stamp}
+        if flags is not None:
+            result["valid"], result["problem"] = flags
+        source, first_row = chunks.where(i)
+        for m, encoder in encoders.items():
+            result[m] = _run_batches(encoder, arrays[m], batch_size=batch_size, device=device,
+                                     progress=False, desc=f"{m} rows", first_row=first_row,
+                                     source=source)
+        chunk_path = parts / f"chunk_{i:07d}.npz"
+        check_free_space(chunk_path, sum(np.asarray(v).nbytes for v in result.values()))
+        with disk_errors(chunk_path), atomic_path(chunk_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **result)
         bar.update(1)
     bar.close()
-    _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
-    shutil.rmtree(parts)
-    return out

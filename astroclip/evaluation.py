@@ -10,6 +10,8 @@ modality and cross-modal k-NN.
 import numpy as np
 from astropy.table import Table
 
+from .exceptions import InputError
+
 __all__ = ["labelled_embeddings", "evaluate_embeddings"]
 
 _PHOTOMETRY = ("FLUX_G", "FLUX_R", "FLUX_Z")
@@ -35,8 +37,9 @@ def labelled_embeddings(embeddings, labels, *, properties=("Z", "LOG_MSTAR")):
 
     Raises
     ------
-    ValueError
-        Missing property columns, or embeddings whose ids are not in the label file.
+    InputError
+        (a `ValueError`) Missing property columns, a label file with a
+        targetid on several rows, or embeddings whose ids are not in it.
     """
     from .commands._common import read_embeddings
     from .data.hdf5 import read_paired_dataset
@@ -49,12 +52,19 @@ def labelled_embeddings(embeddings, labels, *, properties=("Z", "LOG_MSTAR")):
     missing = [p for p in properties if p not in table.colnames]
     fixed = ('targetid', 'ra', 'dec', 'split')
     if missing:
-        raise ValueError(f"{labels} has no label column(s) {missing}; available: "
+        raise InputError(f"{labels} has no label column(s) {missing}; available: "
                          f"{[c for c in table.colnames if c not in fixed]}")
-    lookup = {int(t): i for i, t in enumerate(table["targetid"])}
+    label_ids = np.asarray(table["targetid"], dtype=np.int64)
+    uniq, counts = np.unique(label_ids, return_counts=True)
+    if np.any(counts > 1):
+        dup = uniq[counts > 1]
+        raise InputError(f"{labels} has {dup.size} targetid(s) on more than one row (e.g. "
+                         f"{', '.join(str(t) for t in dup[:5])}), so labels cannot be matched "
+                         "to embeddings: keep one row per targetid in the label file")
+    lookup = {int(t): i for i, t in enumerate(label_ids)}
     absent = [int(t) for t in ids if int(t) not in lookup]
     if absent:
-        raise ValueError(f"{len(absent)} embedded objects are not in {labels} "
+        raise InputError(f"{len(absent)} embedded objects are not in {labels} "
                          f"(e.g. targetid {absent[:5]}); embed the same catalogue")
     rows = np.array([lookup[int(t)] for t in ids], dtype=np.int64)
     sub = table[rows]
@@ -107,13 +117,13 @@ def evaluate_embeddings(embeddings, labels, *, properties=("Z", "LOG_MSTAR"), k=
         names = (split,) if isinstance(split, str) else tuple(split)
         bad = [s for s in names if s not in SPLIT_NAMES]
         if bad:
-            raise ValueError(f"unknown split {bad}; choose among {SPLIT_NAMES}")
+            raise InputError(f"unknown split {bad}; choose among {SPLIT_NAMES}")
         return [SPLIT_NAMES.index(s) for s in names]
 
     train = np.isin(data["split"], codes(train_split))
     test = np.isin(data["split"], codes(test_split))
     if not train.any() or not test.any():
-        raise ValueError(f"the catalogue has {int(train.sum())} training and {int(test.sum())} "
+        raise InputError(f"the catalogue has {int(train.sum())} training and {int(test.sum())} "
                          "test rows; both must be non-empty")
     phot = data["photometry"]
     table, predictions = evaluate_properties(

@@ -20,12 +20,14 @@ property (e.g. ``Z`` and ``LOG_MSTAR``); predictions come back in the same form.
 
 import copy
 import math
+import warnings
 
 import numpy as np
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
 from ._config import conf
+from .exceptions import AstroclipWarning, InputError, NonFiniteError
 from .inputs.grid import BANDS, NANOMAGGY, NANOMAGGY_EQUIVALENCY
 from .search import SimilarityIndex, _as_embeddings, _rows_text, _tqdm
 
@@ -54,18 +56,18 @@ class _Targets:
         if isinstance(targets, Table) or isinstance(targets, dict):
             names = list(targets.keys()) if isinstance(targets, dict) else targets.colnames
             if not names:
-                raise ValueError(f"{name} has no columns")
+                raise InputError(f"{name} has no columns")
             cols, units = [], []
             for col in names:
                 values, unit = _column_values(targets[col], name=f"{name}[{col!r}]")
                 if values.ndim != 1:
-                    raise ValueError(f"{name}[{col!r}] must be one value per object; got "
+                    raise InputError(f"{name}[{col!r}] must be one value per object; got "
                                      f"shape {values.shape}")
                 cols.append(values)
                 units.append(unit)
             lengths = {len(c) for c in cols}
             if len(lengths) != 1:
-                raise ValueError(f"the columns of {name} have different lengths {sorted(lengths)}")
+                raise InputError(f"the columns of {name} have different lengths {sorted(lengths)}")
             self.form, self.names, self.units = "table", names, units
             self.values = np.stack(cols, axis=1)
         else:
@@ -75,7 +77,7 @@ class _Targets:
             elif values.ndim == 2:
                 self.form, self.values = "2d", values
             else:
-                raise ValueError(f"{name} must be 1-D (one property) or 2-D (n_objects, "
+                raise InputError(f"{name} must be 1-D (one property) or 2-D (n_objects, "
                                  f"n_properties); got shape {values.shape}")
             self.names = [f"target{i}" for i in range(self.values.shape[1])]
             self.units = [unit] * self.values.shape[1]
@@ -95,7 +97,7 @@ class _Targets:
                     label = col if self.form == "table" else f"column {j}"
                     parts.append(f"{label}: {rows.size} (rows {shown})")
             nrows = int(bad.any(axis=1).sum())
-            raise ValueError(f"{self.name} has NaN or infinite labels in {nrows} of "
+            raise InputError(f"{self.name} has NaN or infinite labels in {nrows} of "
                              f"{len(self)} objects ({'; '.join(parts)}); drop these objects "
                              "from the embeddings and the labels first, e.g. keep = "
                              "np.isfinite(labels) and use embeddings[keep], labels[keep]")
@@ -127,18 +129,18 @@ def _column_values(values, *, name):
         if mask.any():
             rows = np.flatnonzero(mask if mask.ndim == 1 else mask.any(axis=1))
             shown = _rows_text(rows)
-            raise ValueError(f"{name} has {int(mask.sum())} masked labels (rows {shown}); "
+            raise InputError(f"{name} has {int(mask.sum())} masked labels (rows {shown}); "
                              "drop these objects from the embeddings and labels first")
         values = np.ma.getdata(values)
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numbers; got dtype {arr.dtype}")
+        raise InputError(f"{name} must be numbers; got dtype {arr.dtype}")
     return arr.astype(np.float64), unit
 
 
 def _check_pair(embeddings, targets, *, what):
     if embeddings.shape[0] != len(targets):
-        raise ValueError(f"{what}: {embeddings.shape[0]} embeddings but {len(targets)} labels; "
+        raise InputError(f"{what}: {embeddings.shape[0]} embeddings but {len(targets)} labels; "
                          "give one label per embedding, in the same order")
 
 
@@ -237,19 +239,19 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
     ((500,), True)
     """
     if weights not in ("distance", "uniform"):
-        raise ValueError(f"weights must be 'distance' or 'uniform'; got {weights!r}")
+        raise InputError(f"weights must be 'distance' or 'uniform'; got {weights!r}")
     xtr = _as_embeddings(train_embeddings, name="train_embeddings")
     xte = _as_embeddings(test_embeddings, name="test_embeddings", allow_1d=True)
     if xte.shape[1] != xtr.shape[1]:
-        raise ValueError(f"test_embeddings have dimension {xte.shape[1]} but "
+        raise InputError(f"test_embeddings have dimension {xte.shape[1]} but "
                          f"train_embeddings {xtr.shape[1]}; embed both with the same model")
     targets = _Targets(train_targets, name="train_targets")
     _check_pair(xtr, targets, what="train_embeddings and train_targets")
     k = int(k)
     if k < 1:
-        raise ValueError(f"k must be a positive integer; got {k}")
+        raise InputError(f"k must be a positive integer; got {k}")
     if k > xtr.shape[0]:
-        raise ValueError(f"k={k} is larger than the number of training embeddings "
+        raise InputError(f"k={k} is larger than the number of training embeddings "
                          f"({xtr.shape[0]}); use k <= {xtr.shape[0]}")
     mean, std = _standardizer(xtr, enabled=standardize)
     xtr = _apply(xtr, mean, std)
@@ -289,6 +291,26 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
 # ----------------------------------------------------------------------------
 # few-shot: MLP head
 # ----------------------------------------------------------------------------
+
+#: Restarts of a diverged MLP head, each with a ten times lower learning rate.
+_MAX_RESTARTS = 4
+#: Loss (MSE on standardised targets) above which a head counts as diverged;
+#: predicting the training mean scores about 1.
+_DIVERGED_LOSS = 100.0
+
+
+def _final_loss(history, best_epoch):
+    """The loss the kept weights reach: best validation loss, else the last training loss."""
+    train = np.asarray(history["train_loss"], dtype=np.float64)
+    if not np.isfinite(train).all():
+        return np.inf
+    val = np.asarray(history["val_loss"], dtype=np.float64)
+    if np.isfinite(val).any():
+        return float(np.nanmin(val))
+    if not np.isnan(val).all():
+        return np.inf
+    return float(train[-1])
+
 
 class FewShotRegressor:
     """MLP regression head on embeddings (the AstroCLIP few-shot protocol).
@@ -339,6 +361,17 @@ class FewShotRegressor:
         Per-epoch mean training and validation losses.
     best_epoch_ : int
         Epoch whose weights were kept (1-based).
+    lr_ : float
+        Learning rate of the kept head: ``lr``, or lower when training diverged.
+
+    Notes
+    -----
+    A head whose loss becomes non-finite or exceeds 100 (mean squared error on
+    standardised targets, where predicting the mean scores about 1) diverged:
+    it is trained again with a ten times lower learning rate (with an
+    `~astroclip.exceptions.AstroclipWarning`), up to four times, and then a
+    `~astroclip.exceptions.NonFiniteError` is raised.  Predictions are never
+    NaN: non-finite ones raise the same error naming the rows.
 
     Examples
     --------
@@ -357,13 +390,13 @@ class FewShotRegressor:
                  standardize=True, seed=0, device="auto", progress=None, num_threads=1):
         hidden = tuple(int(h) for h in hidden)
         if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden layer widths must be positive; got {hidden}")
+            raise InputError(f"hidden layer widths must be positive; got {hidden}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+            raise InputError(f"dropout must be in [0, 1); got {dropout}")
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+            raise InputError(f"val_fraction must be in [0, 1); got {val_fraction}")
         if int(max_epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
-            raise ValueError("max_epochs, batch_size and patience must be positive integers")
+            raise InputError("max_epochs, batch_size and patience must be positive integers")
         self.hidden = hidden
         self.dropout = float(dropout)
         self.lr = float(lr)
@@ -402,7 +435,7 @@ class FewShotRegressor:
         if self.val_fraction > 0 and n_val < 1:
             n_val = 1
         if n - n_val < 2:
-            raise ValueError(f"{n} training objects are too few for an MLP head with "
+            raise InputError(f"{n} training objects are too few for an MLP head with "
                              f"val_fraction={self.val_fraction}; give more objects")
         self._targets = tg
         self._x_mean, self._x_std = _standardizer(x, enabled=self.standardize)
@@ -417,17 +450,34 @@ class FewShotRegressor:
         threads = torch.get_num_threads()
         if device.type == "cpu" and self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
+        lr = self.lr
         try:
-            model, history, best_epoch = self._train(xs, ys, train_idx, val_idx, device)
+            for attempt in range(_MAX_RESTARTS + 1):
+                model, history, best_epoch = self._train(xs, ys, train_idx, val_idx, device, lr)
+                loss = _final_loss(history, best_epoch)
+                if np.isfinite(loss) and loss <= _DIVERGED_LOSS:
+                    break
+                if attempt == _MAX_RESTARTS:
+                    raise NonFiniteError(
+                        f"the MLP head diverged at every learning rate from {self.lr:g} down to "
+                        f"{lr:g} (loss {loss:.3g} on standardised targets, where predicting the "
+                        "mean scores about 1); check that the embeddings are finite and of a "
+                        "sane scale, use standardize=True, or lower lr=")
+                warnings.warn(f"the MLP head diverged at lr={lr:g} (loss {loss:.3g} on "
+                              "standardised targets, where predicting the mean scores about "
+                              f"1); trained again with lr={lr / 10:g}", AstroclipWarning,
+                              stacklevel=2)
+                lr /= 10
         finally:
             torch.set_num_threads(threads)
+        self.lr_ = lr
         model.eval()
         self._model = model.cpu()
         self.history_ = Table(history)
         self.best_epoch_ = best_epoch
         return self
 
-    def _train(self, xs, ys, train_idx, val_idx, device):
+    def _train(self, xs, ys, train_idx, val_idx, device, lr):
         import torch
 
         n_val = len(val_idx)
@@ -435,8 +485,7 @@ class FewShotRegressor:
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
             model = self._build(xs.shape[1], ys.shape[1]).to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr,
-                                   weight_decay=self.weight_decay)
+            opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
             xt = torch.from_numpy(xs[train_idx])
             yt = torch.from_numpy(ys[train_idx])
             xv = torch.from_numpy(xs[val_idx]).to(device)
@@ -489,7 +538,7 @@ class FewShotRegressor:
         n_in = self._x_mean.shape[0]
         x = _as_embeddings(embeddings, name="embeddings", allow_1d=True)
         if x.shape[1] != n_in:
-            raise ValueError(f"embeddings have dimension {x.shape[1]} but the head was "
+            raise InputError(f"embeddings have dimension {x.shape[1]} but the head was "
                              f"trained on {n_in}-dimensional embeddings")
         xs = _apply(x, self._x_mean, self._x_std)
         out = np.empty((xs.shape[0], self._y_mean.shape[0]), dtype=np.float64)
@@ -497,6 +546,11 @@ class FewShotRegressor:
             for start in range(0, xs.shape[0], batch_size):
                 out[start:start + batch_size] = self._model(
                     torch.from_numpy(xs[start:start + batch_size])).double().numpy()
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise NonFiniteError(f"the MLP head predicts NaN or infinite values for rows "
+                                 f"{_rows_text(np.flatnonzero(bad))} of the embeddings; they are "
+                                 "far outside the training embeddings: check their scale")
         return self._targets.wrap(out * self._y_std + self._y_mean)
 
 
@@ -549,7 +603,7 @@ def fewshot_regression(train_embeddings, train_targets, test_embeddings, *, hidd
     xte = _as_embeddings(test_embeddings, name="test_embeddings", allow_1d=True)
     xtr_dim = getattr(train_embeddings, "shape", (None, None))
     if len(xtr_dim) == 2 and xtr_dim[1] != xte.shape[1]:
-        raise ValueError(f"test_embeddings have dimension {xte.shape[1]} but "
+        raise InputError(f"test_embeddings have dimension {xte.shape[1]} but "
                          f"train_embeddings {xtr_dim[1]}; embed both with the same model")
     model.fit(train_embeddings, train_targets)
     pred = model.predict(xte)
@@ -571,7 +625,7 @@ def _band_columns(photometry, bands):
                     col = photometry[cand]
                     break
             else:
-                raise ValueError(f"photometry has no {band}-band flux column; expected one of "
+                raise InputError(f"photometry has no {band}-band flux column; expected one of "
                                  f"FLUX_{band.upper()}, flux_{band} or {band} (columns: {keys})")
             cunit = getattr(col, "unit", None)
             values = np.asarray(np.ma.getdata(col), dtype=np.float64)
@@ -581,7 +635,7 @@ def _band_columns(photometry, bands):
     if not isinstance(photometry, u.Quantity):
         photometry = np.asarray(photometry, dtype=np.float64)
     if photometry.ndim != 2 or photometry.shape[1] != len(bands):
-        raise ValueError(f"photometry must have shape (n_objects, {len(bands)}) for bands "
+        raise InputError(f"photometry must have shape (n_objects, {len(bands)}) for bands "
                          f"{tuple(bands)}; got {photometry.shape}")
     return [photometry[:, j] for j in range(len(bands))]
 
@@ -594,12 +648,12 @@ def _magnitudes(col, *, unit, band):
         try:
             return np.asarray(col.to_value(u.ABmag), dtype=np.float64), True
         except u.UnitConversionError:
-            raise ValueError(f"{band}-band magnitudes are in {col.unit}; give AB magnitudes "
+            raise InputError(f"{band}-band magnitudes are in {col.unit}; give AB magnitudes "
                              "(u.ABmag) or fluxes") from None
     try:
         flux = np.asarray(col.to_value(NANOMAGGY, NANOMAGGY_EQUIVALENCY), dtype=np.float64)
     except u.UnitConversionError:
-        raise ValueError(f"{band}-band photometry has unit {col.unit}, which is not a flux "
+        raise InputError(f"{band}-band photometry has unit {col.unit}, which is not a flux "
                          "density or maggies; give fluxes in nanomaggies (or Jy), or "
                          "u.ABmag magnitudes") from None
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -652,7 +706,7 @@ def photometry_features(photometry, *, bands=BANDS, unit=NANOMAGGY):
         bad.append(~np.isfinite(m))
     lengths = {m.shape for m in mags}
     if len(lengths) != 1 or mags[0].ndim != 1:
-        raise ValueError(f"the photometry bands have different shapes {sorted(lengths)}; give "
+        raise InputError(f"the photometry bands have different shapes {sorted(lengths)}; give "
                          "one flux per object and band")
     mags, bad = np.stack(mags, axis=1), np.stack(bad, axis=1)
     if bad.any():
@@ -661,7 +715,7 @@ def photometry_features(photometry, *, bands=BANDS, unit=NANOMAGGY):
         shown = _rows_text(rows)
         what = "non-positive or non-finite fluxes (or magnitudes)" if any_mag else \
             "non-positive or non-finite fluxes"
-        raise ValueError(f"photometry has {what} for {rows.size} objects ({per_band}; rows "
+        raise InputError(f"photometry has {what} for {rows.size} objects ({per_band}; rows "
                          f"{shown}); their magnitudes are undefined: drop these objects "
                          "(the paper keeps only positive g, r, z fluxes)")
     colours = mags[:, :-1] - mags[:, 1:]
@@ -735,18 +789,18 @@ def r2_score(y_true, y_pred):
     if t.form == "table":
         missing = [c for c in t.names if c not in p.names]
         if missing:
-            raise ValueError(f"y_pred lacks the columns {missing} of y_true")
+            raise InputError(f"y_pred lacks the columns {missing} of y_true")
         pv = p.values[:, [p.names.index(c) for c in t.names]]
     else:
         pv = p.values
     if pv.shape != t.values.shape:
-        raise ValueError(f"y_true has shape {t.values.shape} but y_pred {pv.shape}; give one "
+        raise InputError(f"y_true has shape {t.values.shape} but y_pred {pv.shape}; give one "
                          "prediction per true value")
     ss_res = ((t.values - pv) ** 2).sum(axis=0)
     ss_tot = ((t.values - t.values.mean(axis=0)) ** 2).sum(axis=0)
     if np.any(ss_tot == 0):
         bad = [c for c, s in zip(t.names, ss_tot) if s == 0]
-        raise ValueError(f"R^2 is undefined for constant true values ({bad}); evaluate on a "
+        raise InputError(f"R^2 is undefined for constant true values ({bad}); evaluate on a "
                          "set where the property varies")
     r2 = 1.0 - ss_res / ss_tot
     if t.form == "table":
@@ -791,21 +845,21 @@ def r2_table(results, *, properties=None):
       k-NN   spectrum 0.97      0.86
     """
     if not results:
-        raise ValueError("results is empty: give at least one method")
+        raise InputError("results is empty: give at least one method")
     rows = []
     for key, value in results.items():
         if isinstance(key, tuple):
             if len(key) != 2:
-                raise ValueError(f"result keys must be (method, modality) pairs; got {key!r}")
+                raise InputError(f"result keys must be (method, modality) pairs; got {key!r}")
             method, modality = (str(p) for p in key)
         else:
             method, modality = str(key), ""
         if isinstance(value, tuple):
             if len(value) != 2:
-                raise ValueError(f"result {key!r}: give (y_true, y_pred) or {{property: R^2}}")
+                raise InputError(f"result {key!r}: give (y_true, y_pred) or {{property: R^2}}")
             scores = r2_score(*value)
             if not isinstance(scores, dict):
-                raise ValueError(f"result {key!r}: (y_true, y_pred) must be tables or dicts "
+                raise InputError(f"result {key!r}: (y_true, y_pred) must be tables or dicts "
                                  "with one column per property, to name the columns")
         elif hasattr(value, "items"):
             scores = {}
@@ -813,12 +867,12 @@ def r2_table(results, *, properties=None):
                 if isinstance(v, tuple):
                     s = r2_score(*v)
                     if not np.ndim(s) == 0:
-                        raise ValueError(f"result {key!r}[{prop!r}]: give 1-D y_true, y_pred")
+                        raise InputError(f"result {key!r}[{prop!r}]: give 1-D y_true, y_pred")
                     scores[str(prop)] = float(s)
                 else:
                     scores[str(prop)] = float(v)
         else:
-            raise ValueError(f"result {key!r}: give {{property: R^2}}, {{property: (y_true, "
+            raise InputError(f"result {key!r}: give {{property: R^2}}, {{property: (y_true, "
                              f"y_pred)}} or (y_true, y_pred); got {type(value).__name__}")
         rows.append((method, modality, scores))
     if properties is None:
@@ -895,22 +949,22 @@ def evaluate_properties(train_embeddings, train_targets, test_embeddings, test_t
     """
     unknown = set(methods) - {"knn", "mlp"}
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose among 'knn' and 'mlp'")
+        raise InputError(f"unknown methods {sorted(unknown)}; choose among 'knn' and 'mlp'")
     if not isinstance(train_embeddings, dict) or not isinstance(test_embeddings, dict):
-        raise ValueError("give train_embeddings and test_embeddings as dicts "
+        raise InputError("give train_embeddings and test_embeddings as dicts "
                          "{modality: array}, e.g. {'image': ..., 'spectrum': ...}")
     if set(train_embeddings) != set(test_embeddings):
-        raise ValueError(f"train_embeddings has modalities {sorted(train_embeddings)} but "
+        raise InputError(f"train_embeddings has modalities {sorted(train_embeddings)} but "
                          f"test_embeddings {sorted(test_embeddings)}; give the same ones")
     if (train_photometry is None) != (test_photometry is None):
-        raise ValueError("give both train_photometry and test_photometry, or neither")
+        raise InputError("give both train_photometry and test_photometry, or neither")
     ytr = _Targets(train_targets, name="train_targets")
     yte = _Targets(test_targets, name="test_targets")
     if ytr.form != "table" or yte.form != "table":
-        raise ValueError("give train_targets and test_targets as tables or dicts with one "
+        raise InputError("give train_targets and test_targets as tables or dicts with one "
                          "named column per property (e.g. {'Z': ..., 'LOG_MSTAR': ...})")
     if ytr.names != yte.names:
-        raise ValueError(f"train_targets has columns {ytr.names} but test_targets {yte.names}")
+        raise InputError(f"train_targets has columns {ytr.names} but test_targets {yte.names}")
     mlp_kwargs = dict(mlp_kwargs or {})
     mlp_kwargs.setdefault("progress", progress)
     truth = yte.wrap(yte.values)
@@ -936,7 +990,7 @@ def evaluate_properties(train_embeddings, train_targets, test_embeddings, test_t
                 train_embeddings[m], train_targets, test_embeddings[m], **mlp_kwargs)
     for key, pred in predictions.items():
         if len(pred) != len(truth):
-            raise ValueError(f"{key}: {len(pred)} predictions for {len(truth)} test labels; "
+            raise InputError(f"{key}: {len(pred)} predictions for {len(truth)} test labels; "
                              "give one test label per test embedding")
     table = r2_table({key: (truth, pred) for key, pred in predictions.items()})
     return table, predictions

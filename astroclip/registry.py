@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from astropy.table import Table
 from astropy.utils.data import download_file, is_url_in_cache
 
 from ._io import atomic_path
+from .exceptions import CheckpointError, DataFileError, InputError, ModelFormatError
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE, convert_released_checkpoint
 
 __all__ = ["ReleasedModel", "RELEASED_MODELS", "model_dir", "resolve_model_path",
@@ -145,7 +147,7 @@ def _expected_sha256(entry):
 
 def _offline_error(entry, exc):
     target = model_dir() / entry.name
-    return OSError(
+    return DataFileError(
         f"model {entry.name!r} is not available locally and its checkpoint could not be "
         f"downloaded ({exc}). On a machine with network access, download "
         f"{entry.download_url} and then either run "
@@ -188,7 +190,7 @@ def fetch_released(name, *, checkpoint=None, progress=True, overwrite=False):
     try:
         entry = RELEASED_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown released model {name!r}; known: "
+        raise InputError(f"unknown released model {name!r}; known: "
                          f"{sorted(RELEASED_MODELS)}") from None
     target = model_dir() / entry.name
     if _is_model_folder(target) and not overwrite:
@@ -220,9 +222,9 @@ def fetch_released(name, *, checkpoint=None, progress=True, overwrite=False):
         expected = entry.sha256
     digest = sha256_file(checkpoint)
     if expected is not None and digest != expected:
-        raise ValueError(f"checksum mismatch for {entry.name}: {checkpoint} has sha256 "
-                         f"{digest}, expected {expected}; the download is corrupt or the "
-                         "release changed: delete the file and fetch it again")
+        raise CheckpointError(f"checksum mismatch for {entry.name}: {checkpoint} has sha256 "
+                              f"{digest}, expected {expected}; the download is corrupt or the "
+                              "release changed: delete the file and fetch it again")
     convert_released_checkpoint(checkpoint, out=target, part=entry.part, overwrite=True)
     _write_json(target / "source.json", {"name": entry.name, "url": entry.download_url,
                                          "checkpoint_sha256": digest})
@@ -255,8 +257,9 @@ def resolve_model_path(name, *, download=True, progress=True):
     if _is_model_folder(path):
         return path
     if path.is_dir():
-        raise ValueError(f"{path} is a folder but not a model: it needs {CONFIG_FILE} and "
-                         f"{WEIGHTS_FILE} (as written by astroclip.models.weights.save_model)")
+        raise ModelFormatError(f"{path} is a folder but not a model: it needs {CONFIG_FILE} "
+                               f"and {WEIGHTS_FILE} (as written by "
+                               "astroclip.models.weights.save_model)")
     local = model_dir() / str(name)
     if _is_model_folder(local):
         return local
@@ -267,34 +270,75 @@ def resolve_model_path(name, *, download=True, progress=True):
         return fetch_released(str(name), progress=progress)
     local = {p.name for p in model_dir().iterdir() if _is_model_folder(p)}
     known = sorted(set(RELEASED_MODELS) | local)
-    raise ValueError(f"unknown model {str(name)!r}: not a model folder and not a registered "
+    raise InputError(f"unknown model {str(name)!r}: not a model folder and not a registered "
                      f"name; known models: {known}. Train one (astroclip align) or pass the "
                      "path of a model folder")
 
 
+def _check_model_name(name):
+    """Refuse names that are not one plain folder inside the model directory."""
+    text = name if isinstance(name, str) else None
+    if (not text or text in (".", "..") or text.startswith(".") or text != text.strip()
+            or any(c in text for c in "/\\\0") or os.path.isabs(text)):
+        raise InputError(f"model name {name!r} cannot be used: give a plain folder name such "
+                         "as 'my-model' (letters, digits, '-', '_', '.'; not empty, no path "
+                         "separator, not starting with '.')")
+    return text
+
+
 def register_model(path, name, *, overwrite=False):
     """Copy a model folder into the local model directory under ``name``.
+
+    The name is checked before anything is written; the copy is made beside
+    the destination and moved into place, so a failed copy leaves an older
+    model of that name intact.  Only a model folder (``config.json`` +
+    ``model.safetensors``) is ever replaced.
+
+    Raises
+    ------
+    InputError
+        ``name`` is not a plain folder name, or is the name of a released model.
+    ModelFormatError
+        ``path`` is not a model folder.
+    FileExistsError
+        A model called ``name`` exists and ``overwrite`` is False.
+    DataFileError
+        ``name`` exists in the model directory but is not a model folder.
 
     Examples
     --------
     >>> from astroclip.registry import register_model
     >>> register_model("run/model", "my-mock-model")  # doctest: +SKIP
     """
+    name = _check_model_name(name)
     src = Path(path)
     if not _is_model_folder(src):
-        raise ValueError(f"{src} is not a model folder ({CONFIG_FILE} + {WEIGHTS_FILE})")
+        raise ModelFormatError(f"{src} is not a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}); "
+                               "give the folder written by save_model or a training command")
     if name in RELEASED_MODELS:
-        raise ValueError(f"{name!r} is the name of a released model; choose another name")
-    dst = model_dir() / name
-    if dst.exists():
+        raise InputError(f"{name!r} is the name of a released model; choose another name")
+    root = model_dir().resolve()
+    dst = root / name
+    if dst.exists() or dst.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"a model named {name!r} exists in {model_dir()}; "
+            raise FileExistsError(f"a model named {name!r} exists in {root}; "
                                   "pass overwrite=True to replace it")
-        shutil.rmtree(dst)
-    tmp = dst.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    os.replace(tmp, dst)
+        if dst.is_symlink() or not _is_model_folder(dst):
+            raise DataFileError(f"{dst} exists but is not a model folder, so it was left "
+                                "untouched; move it away or choose another name")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=root))
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dst
 
 
@@ -314,11 +358,18 @@ def list_models():
     >>> "astroclip-released" in t["name"]
     True
     """
+    from .models.weights import read_model_config
+
     rows = []
     for p in sorted(model_dir().iterdir()):
-        if _is_model_folder(p) and p.name not in RELEASED_MODELS:
-            cfg = json.loads((p / CONFIG_FILE).read_text())
-            desc = cfg.get("metadata", {}).get("description", cfg.get("class", ""))
+        if _is_model_folder(p) and p.name not in RELEASED_MODELS and not p.name.startswith("."):
+            try:
+                cfg = read_model_config(p)
+            except (ModelFormatError, OSError) as exc:  # one broken folder: listed, unusable
+                rows.append((p.name, "local", False, str(p), f"unusable: {exc}"))
+                continue
+            meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+            desc = meta.get("description", cfg.get("class", ""))
             rows.append((p.name, "local", True, str(p), str(desc)))
     for entry in RELEASED_MODELS.values():
         local = model_dir() / entry.name

@@ -27,6 +27,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from ._config import conf
 from ._optional import require
 from ._io import atomic_path, check_output_path
+from .exceptions import DataFileError, InputError
 
 faiss = require("faiss", purpose="similarity search and k-NN estimates")
 
@@ -61,7 +62,7 @@ def _rows(embeddings):
         embeddings = _as_float_array(embeddings, name="embeddings")
         shape = embeddings.shape
     if len(shape) != 2:
-        raise ValueError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
+        raise InputError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
                          f"got shape {tuple(shape)}")
     return embeddings, shape
 
@@ -70,13 +71,13 @@ def _as_float_array(x, *, name, dtype=np.float32):
     """Array-like (ndarray, Quantity, Column, list) -> plain numpy array, checked."""
     if isinstance(x, u.Quantity):
         if x.unit.physical_type != "dimensionless":
-            raise ValueError(f"{name} has unit {x.unit}, but embeddings are dimensionless "
+            raise InputError(f"{name} has unit {x.unit}, but embeddings are dimensionless "
                              "numbers; pass the plain array (e.g. quantity.value) instead")
         x = x.to_value(u.dimensionless_unscaled)
     if isinstance(x, np.ma.MaskedArray):
         if np.any(np.ma.getmaskarray(x)):
             n = int(np.ma.getmaskarray(x).sum())
-            raise ValueError(f"{name} has {n} masked values; remove the masked rows "
+            raise InputError(f"{name} has {n} masked values; remove the masked rows "
                              "before using it")
         x = x.data
     return np.ascontiguousarray(np.asarray(x, dtype=dtype))
@@ -92,7 +93,7 @@ def _check_finite_rows(x, *, name, offset=0):
     if bad.any():
         rows = np.flatnonzero(bad) + offset
         shown = _rows_text(rows)
-        raise ValueError(f"{name} has {rows.size} row(s) with NaN or infinite values "
+        raise InputError(f"{name} has {rows.size} row(s) with NaN or infinite values "
                          f"(rows {shown}); drop or recompute these rows first")
 
 
@@ -102,12 +103,12 @@ def _as_embeddings(x, *, name, dim=None, allow_1d=False, offset=0):
     if x.ndim == 1 and allow_1d:
         x = x[None, :]
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_objects, dim); "
+        raise InputError(f"{name} must be a 2-D array of shape (n_objects, dim); "
                          f"got shape {x.shape}")
     if x.shape[1] == 0:
-        raise ValueError(f"{name} has zero-length embeddings (shape {x.shape})")
+        raise InputError(f"{name} has zero-length embeddings (shape {x.shape})")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} has dimension {x.shape[1]}, but the index holds "
+        raise InputError(f"{name} has dimension {x.shape[1]}, but the index holds "
                          f"{dim}-dimensional embeddings; embed both with the same model "
                          "(all embeddings in one index must share one space)")
     _check_finite_rows(x, name=name, offset=offset)
@@ -117,12 +118,12 @@ def _as_embeddings(x, *, name, dim=None, allow_1d=False, offset=0):
 def _as_ids(ids, n, *, name="ids"):
     arr = np.asarray(ids)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D sequence with one identifier per "
+        raise InputError(f"{name} must be a 1-D sequence with one identifier per "
                          f"embedding ({n}); got shape {arr.shape}")
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers (e.g. TARGETID); got dtype {arr.dtype}")
+        raise InputError(f"{name} must be integers (e.g. TARGETID); got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} do not fit in int64")
+        raise InputError(f"{name} do not fit in int64")
     return arr.astype(np.int64)
 
 
@@ -133,7 +134,7 @@ def _normalize(x, *, name, offset=0):
     if zero.any():
         rows = np.flatnonzero(zero) + offset
         shown = _rows_text(rows)
-        raise ValueError(f"{name} has {rows.size} all-zero row(s) (rows {shown}); the "
+        raise InputError(f"{name} has {rows.size} all-zero row(s) (rows {shown}); the "
                          "cosine similarity of a zero vector is undefined: drop them or "
                          "use metric='inner_product' or 'l2'")
     return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
@@ -250,11 +251,11 @@ class SimilarityIndex:
                  kind="flat", nlist=None, nprobe=None, train_size=None, dim=None,
                  chunk_size=100_000, seed=0, progress=None):
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+            raise InputError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
         if kind not in KINDS:
-            raise ValueError(f"unknown index kind {kind!r}; choose one of {list(KINDS)}")
+            raise InputError(f"unknown index kind {kind!r}; choose one of {list(KINDS)}")
         if chunk_size is None or int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+            raise InputError(f"chunk_size must be a positive integer; got {chunk_size!r}")
         self.metric = metric
         self.kind = kind
         self.chunk_size = int(chunk_size)
@@ -269,36 +270,36 @@ class SimilarityIndex:
             embeddings, shape = _rows(embeddings)
             n, edim = int(shape[0]), int(shape[1])
             if dim is not None and int(dim) != edim:
-                raise ValueError(f"dim={dim} does not match the embeddings' dimension {edim}")
+                raise InputError(f"dim={dim} does not match the embeddings' dimension {edim}")
             dim = edim
         if dim is None:
-            raise ValueError("give the embeddings to index, or dim= for an empty index")
+            raise InputError("give the embeddings to index, or dim= for an empty index")
         self.dim = int(dim)
         if self.dim < 1:
-            raise ValueError(f"dim must be positive; got {dim}")
+            raise InputError(f"dim must be positive; got {dim}")
 
         if kind == "ivf":
             if nlist is None:
                 if not n:
-                    raise ValueError("an empty IVF index needs nlist= (number of clusters, "
+                    raise InputError("an empty IVF index needs nlist= (number of clusters, "
                                      "typically sqrt(N) to 16 sqrt(N) for N objects)")
                 nlist = max(1, min(int(round(math.sqrt(n))), n // 39))
             nlist = int(nlist)
             if nlist < 1:
-                raise ValueError(f"nlist must be a positive integer; got {nlist}")
+                raise InputError(f"nlist must be a positive integer; got {nlist}")
             if nprobe is None:
                 nprobe = max(1, nlist // 32)
         elif nlist is not None or nprobe is not None:
-            raise ValueError("nlist and nprobe apply only to kind='ivf'")
+            raise InputError("nlist and nprobe apply only to kind='ivf'")
         self.nlist = nlist
         self._nprobe = None if nprobe is None else int(nprobe)
         if self._nprobe is not None and self._nprobe < 1:
-            raise ValueError(f"nprobe must be a positive integer; got {nprobe}")
+            raise InputError(f"nprobe must be a positive integer; got {nprobe}")
 
         if embeddings is not None:
             self.add(embeddings, ids=ids, modality=self.default_modality)
         elif ids is not None:
-            raise ValueError("ids were given without embeddings")
+            raise InputError("ids were given without embeddings")
 
     # -- properties --------------------------------------------------------
 
@@ -310,10 +311,10 @@ class SimilarityIndex:
     @nprobe.setter
     def nprobe(self, value):
         if self.kind != "ivf":
-            raise ValueError("nprobe applies only to kind='ivf'")
+            raise InputError("nprobe applies only to kind='ivf'")
         value = int(value)
         if value < 1:
-            raise ValueError(f"nprobe must be a positive integer; got {value}")
+            raise InputError(f"nprobe must be a positive integer; got {value}")
         self._nprobe = value
 
     @property
@@ -368,7 +369,7 @@ class SimilarityIndex:
             return next(iter(self._stores))
         if not self._stores:
             return self.default_modality
-        raise ValueError(f"this index holds several modalities {list(self._stores)}; "
+        raise InputError(f"this index holds several modalities {list(self._stores)}; "
                          "say which one to use with modality=")
 
     def _prepare(self, block, *, name, offset=0):
@@ -385,15 +386,15 @@ class SimilarityIndex:
         nlist`` embeddings drawn from the whole data set.
         """
         if self.kind != "ivf":
-            raise ValueError("only kind='ivf' indexes need training")
+            raise InputError("only kind='ivf' indexes need training")
         modality = str(modality) if modality is not None else self.default_modality
         store = self._store(modality, create=True)
         if store.index.is_trained:
-            raise ValueError(f"the {modality!r} store is already trained; build a new "
+            raise InputError(f"the {modality!r} store is already trained; build a new "
                              "index to retrain")
         x = self._prepare(sample, name="training sample")
         if x.shape[0] < self.nlist:
-            raise ValueError(f"the training sample has {x.shape[0]} embeddings, fewer than "
+            raise InputError(f"the training sample has {x.shape[0]} embeddings, fewer than "
                              f"nlist={self.nlist} clusters; give a larger sample (ideally "
                              f">= {39 * self.nlist}) or a smaller nlist")
         store.index.train(x)
@@ -419,7 +420,7 @@ class SimilarityIndex:
         embeddings, shape = _rows(embeddings)
         n = int(shape[0])
         if int(shape[1]) != self.dim:
-            raise ValueError(f"embeddings have dimension {shape[1]}, but the index holds "
+            raise InputError(f"embeddings have dimension {shape[1]}, but the index holds "
                              f"{self.dim}-dimensional embeddings; embed both with the same "
                              "model (all embeddings in one index must share one space)")
         new = modality not in self._stores
@@ -432,7 +433,7 @@ class SimilarityIndex:
                 ids = _as_ids(ids, n)
             if self.kind == "ivf" and not store.index.is_trained:
                 if n < self.nlist:
-                    raise ValueError(
+                    raise InputError(
                         f"cannot train the IVF index: {n} embeddings for nlist={self.nlist} "
                         f"clusters; call index.train(sample) with >= {39 * self.nlist} "
                         "embeddings first, or use a smaller nlist")
@@ -473,19 +474,19 @@ class SimilarityIndex:
         store = self._store(modality)
         k = int(k)
         if k < 1:
-            raise ValueError(f"k must be a positive integer; got {k}")
+            raise InputError(f"k must be a positive integer; got {k}")
         q = _as_embeddings(queries, name="queries", dim=self.dim, allow_1d=True)
         nq = q.shape[0]
         if exclude_self:
             if query_ids is None:
-                raise ValueError("exclude_self=True needs query_ids= (the identifiers of "
+                raise InputError("exclude_self=True needs query_ids= (the identifiers of "
                                  "the queries, to recognise them among the neighbours)")
             if k >= store.ntotal:
-                raise ValueError(f"k={k} with exclude_self needs more than k embeddings, but "
+                raise InputError(f"k={k} with exclude_self needs more than k embeddings, but "
                                  f"the {modality!r} store holds {store.ntotal}; use "
                                  f"k <= {store.ntotal - 1}")
         elif k > store.ntotal:
-            raise ValueError(f"k={k} is larger than the number of indexed {modality!r} "
+            raise InputError(f"k={k} is larger than the number of indexed {modality!r} "
                              f"embeddings ({store.ntotal}); use k <= {store.ntotal}")
         if query_ids is not None:
             query_ids = _as_ids(query_ids, nq, name="query_ids")
@@ -655,13 +656,18 @@ class SimilarityIndex:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{path} is not a saved SimilarityIndex (no {_MANIFEST} "
                                     "inside); save one with index.save(path)")
-        with open(manifest_path) as fh:
-            manifest = json.load(fh)
-        if manifest.get("format") != _FORMAT:
-            raise ValueError(f"{manifest_path} is not an astroclip similarity index "
-                             f"(format {manifest.get('format')!r})")
+        try:
+            with open(manifest_path) as fh:
+                manifest = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{manifest_path} is truncated or corrupt (not JSON: {exc}); "
+                                "save the index again (index.save)") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+            raise InputError(f"{manifest_path} is not an astroclip similarity index (format "
+                             f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
+                             "; save one with index.save(path)")
         if manifest.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer astroclip (format version "
+            raise InputError(f"{path} was written by a newer astroclip (format version "
                              f"{manifest['format_version']}); upgrade astroclip to read it")
         self = cls.__new__(cls)
         self.metric = manifest["metric"]
@@ -676,16 +682,52 @@ class SimilarityIndex:
         self.progress = progress
         self._stores = {}
         for modality, info in manifest["stores"].items():
-            index = faiss.read_index(str(path / info["index_file"]))
-            ids = np.load(path / info["ids_file"], allow_pickle=False)
+            index = _read_faiss(path / info["index_file"])
+            self._check_loaded(index, path / info["index_file"])
+            try:
+                ids = np.load(path / info["ids_file"], allow_pickle=False)
+            except (ValueError, EOFError, OSError) as exc:
+                raise DataFileError(f"{path / info['ids_file']} is truncated or corrupt "
+                                    f"({exc}); save the index again (index.save)") from None
             if index.d != self.dim or index.ntotal != info["ntotal"] or ids.shape != (
                     index.ntotal,):
-                raise ValueError(f"{path}: the {modality!r} files are inconsistent with the "
-                                 "manifest (interrupted save?); save the index again")
+                raise DataFileError(f"{path}: the {modality!r} files are inconsistent with the "
+                                    "manifest (interrupted save?); save the index again")
             store = _Store(index)
             store.append_ids(ids.astype(np.int64))
             self._stores[modality] = store
         return self
+
+    def _check_loaded(self, index, file):
+        """Refuse an index file whose metric or kind is not the one of the manifest."""
+        if self.metric not in METRICS or self.kind not in KINDS:
+            raise DataFileError(f"{file.parent / _MANIFEST} names an unknown metric "
+                                f"{self.metric!r} or kind {self.kind!r}; save the index again")
+        metric = METRICS[self.metric][0]
+        if index.metric_type != metric:
+            found = {faiss.METRIC_INNER_PRODUCT: "inner product", faiss.METRIC_L2: "L2"}.get(
+                index.metric_type, index.metric_type)
+            raise DataFileError(f"{file} holds a FAISS index of another metric ({found}) than "
+                                f"its manifest says ({self.metric!r}); the files come from "
+                                "different saves: save the index again")
+        is_ivf = faiss.try_extract_index_ivf(index) is not None
+        if is_ivf != (self.kind == "ivf"):
+            raise DataFileError(f"{file} holds a FAISS index of another kind "
+                                f"({'ivf' if is_ivf else 'flat'}) than its manifest says "
+                                f"({self.kind!r}); the files come from different saves: save "
+                                "the index again")
+
+
+def _read_faiss(file):
+    """`faiss.read_index` with an error naming the file."""
+    if not file.is_file():
+        raise DataFileError(f"{file} is missing (interrupted save?); save the index again")
+    try:
+        return faiss.read_index(str(file))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise DataFileError(f"{file} is truncated or corrupt (faiss: {first[:200]}); save the "
+                            "index again (index.save)") from None
 
 
 def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, **kwargs):
@@ -723,11 +765,11 @@ def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, 
     query_modality = str(query_modality)
     others = [m for m in index.modalities if m != query_modality]
     if not others:
-        raise ValueError(f"the index holds only {query_modality!r} embeddings, so a "
+        raise InputError(f"the index holds only {query_modality!r} embeddings, so a "
                          f"cross-modal search from {query_modality!r} queries has nothing to "
                          "search; add the other modality with index.add(..., modality=...)")
     if len(others) > 1:
-        raise ValueError(f"the index holds several other modalities {others}; use "
+        raise InputError(f"the index holds several other modalities {others}; use "
                          "index.search(queries, modality=..., query_modality=...)")
     return index.search(queries, k=k, query_modality=query_modality, modality=others[0],
                         query_ids=query_ids, **kwargs)
@@ -774,12 +816,12 @@ def retrieval_accuracy(queries, database, *, k=(1, 5, 10), batch_size=4096):
     q = _as_embeddings(queries, name="queries")
     db = _as_embeddings(database, name="database", dim=q.shape[1])
     if q.shape[0] != db.shape[0]:
-        raise ValueError(f"queries ({q.shape[0]}) and database ({db.shape[0]}) must hold the "
+        raise InputError(f"queries ({q.shape[0]}) and database ({db.shape[0]}) must hold the "
                          "same objects in the same order (paired embeddings)")
     ks = [int(v) for v in np.atleast_1d(k)]
     n = db.shape[0]
     if any(v < 1 or v > n for v in ks):
-        raise ValueError(f"every k must be between 1 and the number of objects ({n}); got {ks}")
+        raise InputError(f"every k must be between 1 and the number of objects ({n}); got {ks}")
     q = _normalize(q, name="queries")
     db = _normalize(db, name="database")
     ranks = np.empty(n, dtype=np.int64)

@@ -16,30 +16,54 @@ def add_runtime_options(parser, *, model=True):
 
 
 def read_embeddings(path):
-    """Read an `astroclip.embed_catalog` output: (targetid, {modality: array}, meta)."""
+    """Read an `astroclip.embed_catalog` output: (targetid, {modality: array}, meta).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    DataFileError
+        A file that cannot be read (truncated, corrupt, locked).
+    InputError
+        A readable file that is not an embeddings file.
+    """
     from pathlib import Path
 
     import numpy as np
 
+    from ..exceptions import DataFileError, InputError
+
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; write it with `astroclip embed`")
     if path.suffix.lower() in (".h5", ".hdf5"):
         from ..data.hdf5 import open_hdf5
         with open_hdf5(path) as f:
             if "targetid" not in f:
-                raise ValueError(f"{path} is not an embeddings file written by "
+                raise InputError(f"{path} is not an embeddings file written by "
                                  "`astroclip embed` (no 'targetid')")
             ids = f["targetid"][:]
             emb = {k[:-len("_embedding")]: f[k][:] for k in f if k.endswith("_embedding")}
             meta = dict(f.attrs)
     else:
+        from astropy.io.registry import IORegistryError
         from astropy.table import Table
-        t = Table.read(path)
+        try:
+            t = Table.read(path)
+        except (OSError, ValueError, TypeError, IORegistryError) as exc:
+            raise DataFileError(f"{path} cannot be read as a table ({str(exc).splitlines()[0]}); "
+                                "it is truncated, "
+                                "corrupt or not an embeddings file: write it again with "
+                                "`astroclip embed`") from None
+        if "targetid" not in t.colnames:
+            raise InputError(f"{path} is not an embeddings file written by `astroclip embed` "
+                             f"(no 'targetid' column; columns: {t.colnames[:10]})")
         ids = np.asarray(t["targetid"])
         emb = {c[:-len("_embedding")]: np.asarray(t[c]) for c in t.colnames
                if c.endswith("_embedding")}
         meta = dict(t.meta)
     if not emb:
-        raise ValueError(f"{path} holds no '*_embedding' column")
+        raise InputError(f"{path} holds no '*_embedding' column; write it with `astroclip embed`")
     return ids, emb, meta
 
 

@@ -29,10 +29,17 @@ def add_arguments(parser):
 
 
 def run(args):
+    from ..exceptions import AstroclipError, CheckpointError
     from ..models.weights import convert_released_checkpoint
 
     options = {kw: getattr(args, opt) for opt, kw in _HEAD_OPTIONS.items()
                if getattr(args, opt) is not None}
-    out = convert_released_checkpoint(args.checkpoint, out=args.out, part=args.part,
-                                      overwrite=args.overwrite, **options)
+    try:
+        out = convert_released_checkpoint(args.checkpoint, out=args.out, part=args.part,
+                                          overwrite=args.overwrite, **options)
+    except ValueError as exc:
+        if isinstance(exc, AstroclipError):
+            raise
+        # the converters' checks are ValueErrors: on the command line they are the user's
+        raise CheckpointError(f"{args.checkpoint}: {exc}") from exc
     print(f"converted {args.checkpoint} ({args.part}) -> {out}")

@@ -1,5 +1,7 @@
 """``astroclip search``: nearest neighbours in an embeddings file, in- or cross-modal."""
 
+from ..exceptions import InputError
+
 HELP = "find the nearest neighbours of galaxies in an embeddings file (in- or cross-modal)"
 
 
@@ -21,6 +23,21 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _weights_sha256(meta):
+    """The weights hash recorded by `astroclip.embed_catalog` (HDF5/Parquet or FITS key)."""
+    return str(meta.get("weights_sha256", meta.get("WTSHA256", "")) or "")
+
+
+def _check_same_model(db_path, db_meta, query_path, query_meta):
+    """Refuse to match queries and a database embedded by two different models."""
+    a, b = _weights_sha256(db_meta), _weights_sha256(query_meta)
+    if a and b and a != b:
+        raise InputError(f"the queries {query_path} were embedded by another model (weights "
+                         f"sha256 {b}) than the database {db_path} (weights sha256 {a}); their "
+                         "embeddings live in different spaces: embed both with one model "
+                         "(astroclip embed --model MODEL)")
+
+
 def run(args):
     import numpy as np
 
@@ -28,25 +45,26 @@ def run(args):
     from ..search import SimilarityIndex
     from ._common import read_embeddings
 
-    ids, emb, _ = read_embeddings(args.embeddings)
+    ids, emb, meta = read_embeddings(args.embeddings)
     modality = args.modality or ("image" if "image" in emb else next(iter(emb)))
     if modality not in emb:
-        raise ValueError(f"{args.embeddings} holds {sorted(emb)} embeddings, not {modality!r}")
+        raise InputError(f"{args.embeddings} holds {sorted(emb)} embeddings, not {modality!r}")
     query_modality = args.query_modality or modality
     if args.queries is not None:
-        qids, qemb, _ = read_embeddings(args.queries)
+        qids, qemb, qmeta = read_embeddings(args.queries)
+        _check_same_model(args.embeddings, meta, args.queries, qmeta)
     elif args.query_ids is not None:
         qids, qemb = ids, emb
     else:
-        raise ValueError("give the queries: --query-ids ID [ID ...] or --queries FILE")
+        raise InputError("give the queries: --query-ids ID [ID ...] or --queries FILE")
     if query_modality not in qemb:
-        raise ValueError(f"the queries have {sorted(qemb)} embeddings, not {query_modality!r}")
+        raise InputError(f"the queries have {sorted(qemb)} embeddings, not {query_modality!r}")
     rows = np.arange(len(qids))
     if args.query_ids is not None:
         lookup = {int(t): i for i, t in enumerate(qids)}
         missing = [t for t in args.query_ids if t not in lookup]
         if missing:
-            raise ValueError(f"query ids not found in the embeddings: {missing[:10]}")
+            raise InputError(f"query ids not found in the embeddings: {missing[:10]}")
         rows = np.array([lookup[t] for t in args.query_ids])
     progress = not args.no_progress
     index = SimilarityIndex(emb[modality], ids=ids, modality=modality, kind=args.kind,

@@ -29,6 +29,7 @@ import astropy.units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from ..exceptions import InputError
 from ..inputs import grid
 from . import hdf5 as _h5
 
@@ -96,7 +97,7 @@ def _center_crop(image, size):
     if size is None or (h == size and w == size):
         return image
     if size > h or size > w:
-        raise ValueError(f"crop={size} is larger than the stored images ({h}x{w}); "
+        raise InputError(f"crop={size} is larger than the stored images ({h}x{w}); "
                          "choose crop <= the stored size")
     top, left = (h - size) // 2, (w - size) // 2
     return image[..., top:top + size, left:left + size]
@@ -173,7 +174,7 @@ class _PaperBackend:
             for g in groups:
                 missing = [k for k in _PAPER_GROUP_FIELDS if k not in f[g]]
                 if missing:
-                    raise ValueError(f"{path}: group {g!r} lacks the fields {missing} of the "
+                    raise InputError(f"{path}: group {g!r} lacks the fields {missing} of the "
                                      "paper's paired file; the file is incomplete or not that "
                                      "file: download it again")
                 n = f[g]["targetids"].shape[0]
@@ -181,7 +182,7 @@ class _PaperBackend:
                 if shapes["images"][1:] != (grid.IMAGE_SIZE, grid.IMAGE_SIZE, 3) or \
                         shapes["spectra"][1:] != (grid.N_PIXELS,) or \
                         any(s[0] != n for s in shapes.values()):
-                    raise ValueError(f"{path}: group {g!r} has shapes {shapes}; the paper's file "
+                    raise InputError(f"{path}: group {g!r} has shapes {shapes}; the paper's file "
                                      f"has images (N, {grid.IMAGE_SIZE}, {grid.IMAGE_SIZE}, 3) "
                                      f"and spectra (N, {grid.N_PIXELS}) with N rows each")
                 gids.append(np.full(n, int(g)))
@@ -190,7 +191,7 @@ class _PaperBackend:
                 z.append(f[g]["redshifts"][:].astype(np.float64))
                 codes.append(_reference_split(n))
         if not groups:
-            raise ValueError(f"{path} has no groups '0'...'9'; it is not the paper's file")
+            raise InputError(f"{path} has no groups '0'...'9'; it is not the paper's file")
         self.label_names = _pick_labels(label_names, ["Z"], path)
         self.image_shape = (3, grid.IMAGE_SIZE, grid.IMAGE_SIZE)
         self.groups = [str(int(g)) for g in groups]
@@ -228,13 +229,13 @@ def _pick_labels(requested, available, path):
     requested = [requested] if isinstance(requested, str) else list(requested)
     missing = [name for name in requested if name not in available]
     if missing:
-        raise ValueError(f"{path} has no label columns {missing}; available: {list(available)}")
+        raise InputError(f"{path} has no label columns {missing}; available: {list(available)}")
     return requested
 
 
 def _mmu_band_index(f, path):
     if "image_band" not in f:
-        raise ValueError(f"{path} lacks 'image_band'; a Multimodal Universe Legacy Survey "
+        raise InputError(f"{path} lacks 'image_band'; a Multimodal Universe Legacy Survey "
                          "file names the band of each image plane there")
     bands = f["image_band"]
     names = _decode(bands[0] if bands.ndim == 2 else bands[:])
@@ -242,7 +243,7 @@ def _mmu_band_index(f, path):
     short = [n.lower().rsplit("-", 1)[-1].rsplit("_", 1)[-1] for n in names]
     missing = [b for b in grid.BANDS if b not in short]
     if missing:
-        raise ValueError(f"{path}: image bands {list(names)} lack {missing}; the models need "
+        raise InputError(f"{path}: image bands {list(names)} lack {missing}; the models need "
                          f"bands {grid.BANDS}")
     return [short.index(b) for b in grid.BANDS]
 
@@ -262,30 +263,30 @@ class _MMUBackend:
         self.paths = (spectra_path, images_path)
         with _h5.open_hdf5(spectra_path) as fs, _h5.open_hdf5(images_path) as fi:
             if detect_layout(fs) != "mmu_spectra":
-                raise ValueError(f"{spectra_path} is not a Multimodal Universe spectra file (no "
+                raise InputError(f"{spectra_path} is not a Multimodal Universe spectra file (no "
                                  "'spectrum_flux'); give the DESI file first, then the Legacy "
                                  "Survey file")
             if detect_layout(fi) != "mmu_images":
-                raise ValueError(f"{images_path} is not a Multimodal Universe image file (no "
+                raise InputError(f"{images_path} is not a Multimodal Universe image file (no "
                                  "'image_array'); give the Legacy Survey file second")
             need_s = ["spectrum_flux", "spectrum_ivar", "object_id"]
             missing = [k for k in need_s if k not in fs]
             if missing:
-                raise ValueError(f"{spectra_path} lacks the required fields {missing}")
+                raise InputError(f"{spectra_path} lacks the required fields {missing}")
             need_i = ["image_array", "image_band", "object_id"]
             missing = [k for k in need_i if k not in fi]
             if missing:
-                raise ValueError(f"{images_path} lacks the required fields {missing}")
+                raise InputError(f"{images_path} lacks the required fields {missing}")
             self._check_wavelength(fs, spectra_path)
             shape = fi["image_array"].shape
             if len(shape) != 4:
-                raise ValueError(f"{images_path}: image_array has shape {shape}; expected "
+                raise InputError(f"{images_path}: image_array has shape {shape}; expected "
                                  "(N, bands, H, W)")
             self.band_index = _mmu_band_index(fi, images_path)
             self._check_scale(fi, images_path)
             self.image_size = image_size
             if min(shape[2:]) < image_size:
-                raise ValueError(f"{images_path}: images are {shape[2]}x{shape[3]} px, smaller "
+                raise InputError(f"{images_path}: images are {shape[2]}x{shape[3]} px, smaller "
                                  f"than {image_size}; pass crop=<= {min(shape[2:])}")
             self.image_shape = (3, image_size, image_size)
             spec_ids = _decode(fs["object_id"][:])
@@ -295,7 +296,7 @@ class _MMUBackend:
             elif match == "sky":
                 s_rows, i_rows = self._match_sky(fs, fi, max_separation)
             else:
-                raise ValueError(f"match must be 'id' or 'sky', got {match!r}")
+                raise InputError(f"match must be 'id' or 'sky', got {match!r}")
             available = [k for k, v in fs.items() if isinstance(v, h5py.Dataset) and
                          v.ndim == 1 and v.shape[0] == len(spec_ids) and
                          np.issubdtype(v.dtype, np.number) and
@@ -310,7 +311,7 @@ class _MMUBackend:
                        "n_unmatched_spectra": len(spec_ids) - len(np.unique(s_rows)),
                        "n_unmatched_images": len(img_ids) - len(np.unique(i_rows))}
         if len(s_rows) == 0:
-            raise ValueError(f"no object of {spectra_path} matches one of {images_path} by "
+            raise InputError(f"no object of {spectra_path} matches one of {images_path} by "
                              f"{match}; the files cover different objects (other healpix?) or "
                              "use different identifiers: try match='sky'")
         if self.report["n_unmatched_spectra"] or self.report["n_unmatched_images"]:
@@ -339,14 +340,14 @@ class _MMUBackend:
         try:
             return ids.astype(np.int64)
         except ValueError:
-            raise ValueError(f"{path}: object_id values such as {ids[0]!r} are not integer "
+            raise InputError(f"{path}: object_id values such as {ids[0]!r} are not integer "
                              "DESI TARGETIDs") from None
 
     @staticmethod
     def _check_wavelength(fs, path):
         n = fs["spectrum_flux"].shape[-1]
         if n != grid.N_PIXELS:
-            raise ValueError(f"{path}: spectra have {n} pixels, not the {grid.N_PIXELS} of the "
+            raise InputError(f"{path}: spectra have {n} pixels, not the {grid.N_PIXELS} of the "
                              "combined DESI grid; put them on the grid with "
                              "astroclip.prepare_spectra")
         if "spectrum_lambda" in fs:
@@ -354,7 +355,7 @@ class _MMUBackend:
             first = np.asarray(lam[0] if lam.ndim == 2 else lam[:], dtype=np.float64)
             if first.shape != (grid.N_PIXELS,) or \
                     np.max(np.abs(first - grid.WAVELENGTH)) > 0.01:
-                raise ValueError(f"{path}: spectrum_lambda is not the DESI grid "
+                raise InputError(f"{path}: spectrum_lambda is not the DESI grid "
                                  f"({grid.WAVE_MIN}-{grid.WAVE_MAX} A, {grid.WAVE_STEP} A); "
                                  "resample the spectra with astroclip.prepare_spectra")
 
@@ -366,7 +367,7 @@ class _MMUBackend:
                            fi["image_scale"][()], dtype=np.float64)
         ref = grid.PIXEL_SCALE.to_value(u.arcsec)
         if np.any(np.abs(scale / ref - 1) > 0.01):
-            raise ValueError(f"{path}: image_scale {scale.tolist()} arcsec/px differs from the "
+            raise InputError(f"{path}: image_scale {scale.tolist()} arcsec/px differs from the "
                              f"Legacy Survey {ref} arcsec/px the models use; resample the "
                              "images with astroclip.prepare_images")
 
@@ -388,7 +389,7 @@ class _MMUBackend:
         from astropy.coordinates import SkyCoord
         cs, ci = _mmu_coords(fs), _mmu_coords(fi)
         if cs is None or ci is None:
-            raise ValueError("match='sky' needs ra and dec in both files")
+            raise InputError("match='sky' needs ra and dec in both files")
         spec = SkyCoord(cs[0] * u.deg, cs[1] * u.deg)
         img = SkyCoord(ci[0] * u.deg, ci[1] * u.deg)
         idx, sep, _ = spec.match_to_catalog_sky(img)
@@ -476,11 +477,11 @@ class PairedDataset(torch.utils.data.Dataset):
     def __init__(self, path, *, split=None, layout="auto", crop=None, label_names=None,
                  transform=None, match="id", max_separation=1 * u.arcsec):
         if layout not in ("auto", "astroclip", "paper", "mmu"):
-            raise ValueError(f"layout must be 'auto', 'astroclip', 'paper' or 'mmu', "
+            raise InputError(f"layout must be 'auto', 'astroclip', 'paper' or 'mmu', "
                              f"got {layout!r}")
         pair = isinstance(path, (tuple, list))
         if pair and len(path) != 2:
-            raise ValueError("give one paired file, or (spectra_path, images_path) for "
+            raise InputError("give one paired file, or (spectra_path, images_path) for "
                              "Multimodal Universe files")
         if layout == "auto":
             if pair:
@@ -489,32 +490,32 @@ class PairedDataset(torch.utils.data.Dataset):
                 with _h5.open_hdf5(path) as f:
                     found = detect_layout(f)
                 if found in ("mmu_spectra", "mmu_images"):
-                    raise ValueError(f"{path} is a single Multimodal Universe file ({found}); "
+                    raise InputError(f"{path} is a single Multimodal Universe file ({found}); "
                                      "pair a spectra file with an image file: "
                                      "PairedDataset((spectra_path, images_path))")
                 if found is None:
-                    raise ValueError(f"{path} is neither an astroclip paired file nor the "
+                    raise InputError(f"{path} is neither an astroclip paired file nor the "
                                      "paper's file nor a Multimodal Universe file; build one "
                                      "with astroclip.data.hdf5.PairedDatasetWriter")
                 layout = found
         if crop is not None:
             crop = int(crop)
             if crop < 1:
-                raise ValueError(f"crop must be a positive number of pixels, got {crop}")
+                raise InputError(f"crop must be a positive number of pixels, got {crop}")
         if layout == "mmu":
             if not pair:
-                raise ValueError("layout='mmu' needs (spectra_path, images_path)")
+                raise InputError("layout='mmu' needs (spectra_path, images_path)")
             self._backend = _MMUBackend(path[0], path[1], label_names, match, max_separation,
                                         crop or grid.IMAGE_SIZE)
         elif pair:
-            raise ValueError(f"layout {layout!r} takes one file, not {path}")
+            raise InputError(f"layout {layout!r} takes one file, not {path}")
         elif layout == "astroclip":
             self._backend = _AstroclipBackend(path, label_names)
         else:
             self._backend = _PaperBackend(path, label_names)
         size = self._backend.image_shape[-1]
         if crop is not None and crop > size:
-            raise ValueError(f"crop={crop} is larger than the stored images ({size}x{size})")
+            raise InputError(f"crop={crop} is larger than the stored images ({size}x{size})")
         self.layout = self._backend.layout
         self.crop = crop
         self.transform = transform
@@ -650,7 +651,7 @@ def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_worke
 
     dataset = source if isinstance(source, PairedDataset) else PairedDataset(source)
     if len(dataset) == 0:
-        raise ValueError("the source has no rows to convert")
+        raise InputError("the source has no rows to convert")
     if progress is None:
         progress = bool(conf.progress)
     table = dataset.table

@@ -32,7 +32,8 @@ import astropy.units as u
 from astropy.table import Table
 
 from ..inputs import grid
-from .._io import check_output_path
+from .._io import check_free_space, check_output_path, disk_errors
+from ..exceptions import DataFileError, InputError
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SPLIT_NAMES", "REQUIRED_FIELDS",
@@ -73,8 +74,9 @@ def open_hdf5(path, mode="r", **kwargs):
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    OSError
-        If the file is truncated, corrupt or not HDF5 at all.
+    DataFileError
+        (an `OSError`) If the file is truncated, corrupt, not HDF5 at all, or
+        locked by a process writing it.
 
     Examples
     --------
@@ -95,10 +97,16 @@ def open_hdf5(path, mode="r", **kwargs):
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as exc:
+        if isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc):
+            raise DataFileError(
+                exc.errno, f"{path} is open for writing by another process (the HDF5 file "
+                "lock is held); wait for the writer to finish (or stop it) and try again") \
+                from exc
         size = path.stat().st_size if path.exists() else 0
         hint = "it is empty" if size == 0 else f"{size} bytes"
-        raise OSError(f"{path} cannot be read as HDF5 ({hint}; h5py says: {exc}). The file is "
-                      "truncated, corrupt or not HDF5: download or rebuild it") from exc
+        raise DataFileError(f"{path} cannot be read as HDF5 ({hint}; h5py says: {exc}). The "
+                            "file is truncated, corrupt or not HDF5: download or rebuild "
+                            "it") from exc
 
 
 def split_codes(split):
@@ -130,17 +138,17 @@ def split_codes(split):
             key = value.strip().lower()
             key = {"validation": "val", "valid": "val"}.get(key, key)
             if key not in SPLIT_NAMES:
-                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                raise InputError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
                                  "(or the codes 0, 1, 2)")
             out[i] = SPLIT_NAMES.index(key)
         else:
             try:
                 code = int(value)
             except (TypeError, ValueError):
-                raise ValueError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
+                raise InputError(f"unknown split {value!r}; use one of {SPLIT_NAMES} "
                                  "or the codes 0, 1, 2") from None
             if code != value or code not in (0, 1, 2):
-                raise ValueError(f"unknown split code {value!r}; codes are 0 (train), 1 (val), "
+                raise InputError(f"unknown split code {value!r}; codes are 0 (train), 1 (val), "
                                  "2 (test)")
             out[i] = code
     return out.reshape(arr.shape)
@@ -158,6 +166,35 @@ def _as_array(value, name, unit, equivalencies=None):
     if getattr(value, "unit", None) is not None:  # e.g. an astropy Column with a unit
         return _as_array(u.Quantity(value), name, unit, equivalencies)
     return np.asarray(value)
+
+
+class _IdSet:
+    """Identifiers seen so far, for duplicate checks in O(n log n) overall.
+
+    A sorted array plus a small sorted buffer merged into it when it grows, so
+    that appending many small chunks stays cheap and memory is 8 bytes per row.
+    """
+
+    def __init__(self):
+        self._main = np.empty(0, np.int64)
+        self._recent = np.empty(0, np.int64)
+
+    @staticmethod
+    def _member(sorted_ids, ids):
+        if sorted_ids.size == 0:
+            return np.zeros(ids.shape, bool)
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+        return sorted_ids[pos] == ids
+
+    def seen(self, ids):
+        """Which of ``ids`` were added before."""
+        return self._member(self._main, ids) | self._member(self._recent, ids)
+
+    def add(self, ids):
+        self._recent = np.union1d(self._recent, ids)
+        if self._recent.size > max(4096, self._main.size // 8):
+            self._main = np.union1d(self._main, self._recent)
+            self._recent = np.empty(0, np.int64)
 
 
 class PairedDatasetWriter:
@@ -228,20 +265,20 @@ class PairedDatasetWriter:
         self.label_names = tuple(str(name) for name in label_names)
         bad = [name for name in self.label_names if not name or "/" in name]
         if bad or len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"label_names must be distinct non-empty names without '/', "
+            raise InputError(f"label_names must be distinct non-empty names without '/', "
                              f"got {list(label_names)}")
         self.image_size = int(image_size)
         if self.image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+            raise InputError(f"image_size must be positive, got {image_size}")
         self.chunk_rows = int(chunk_rows)
         self.image_chunk_rows = int(image_chunk_rows)
         if self.chunk_rows < 1 or self.image_chunk_rows < 1:
-            raise ValueError(f"chunk_rows and image_chunk_rows must be >= 1, got {chunk_rows} "
+            raise InputError(f"chunk_rows and image_chunk_rows must be >= 1, got {chunk_rows} "
                              f"and {image_chunk_rows}")
         for name, value in (("compression", compression),
                             ("image_compression", image_compression)):
             if value not in ("lzf", "gzip", None):
-                raise ValueError(f"{name} must be 'lzf', 'gzip' or None, got {value!r}")
+                raise InputError(f"{name} must be 'lzf', 'gzip' or None, got {value!r}")
         self.compression = compression
         self.image_compression = image_compression
         self.compression_opts = compression_opts
@@ -250,6 +287,7 @@ class PairedDatasetWriter:
         self._file = None
         self._tmp = None
         self._label_units = {}
+        self._ids = _IdSet()
 
     # -- context manager -------------------------------------------------
     def __enter__(self):
@@ -359,7 +397,7 @@ class PairedDatasetWriter:
         missing = [name for name in self.label_names if name not in given]
         extra = sorted(given - set(self.label_names))
         if missing or extra:
-            raise ValueError(
+            raise InputError(
                 f"labels must give exactly the label columns {list(self.label_names)} declared "
                 f"in PairedDatasetWriter(label_names=...); missing {missing}, unexpected {extra}")
         out = {}
@@ -393,7 +431,7 @@ class PairedDatasetWriter:
                 values = values.copy()
                 values[np.asarray(mask).reshape(-1)] = np.nan  # documented: NaN = missing
             if values.shape != (n,):
-                raise ValueError(f"label {name!r} has {values.size} values for {n} rows")
+                raise InputError(f"label {name!r} has {values.size} values for {n} rows")
             out[name] = values
         return out
 
@@ -422,7 +460,16 @@ class PairedDatasetWriter:
         Raises
         ------
         ValueError
-            On wrong shapes, non-finite values, negative ivar or bad labels.
+            On wrong shapes, non-finite values, negative ivar or bad labels;
+            `~astroclip.exceptions.InputError` (a `ValueError`) for a targetid
+            given twice (in the chunk or in an earlier append).  Nothing of a
+            refused chunk is written.
+        DataFileError
+            (an `OSError`) The disk (or the file-size limit, ``ulimit -f``) has
+            no room for the chunk: checked before writing, so the rows appended
+            so far are intact and the writer can go on once there is room (or be
+            closed).  A write that fails anyway raises it too; the file may then
+            be damaged and is discarded when the writer's ``with`` block ends.
         astropy.units.UnitConversionError
             If a Quantity cannot be converted to the file's unit.
         """
@@ -431,7 +478,7 @@ class PairedDatasetWriter:
                                "as writer:` (or call .open())")
         targetid_arr = np.asarray(targetid)
         if targetid_arr.ndim != 1:
-            raise ValueError(f"targetid must be 1-D (one per row), got shape {targetid_arr.shape}")
+            raise InputError(f"targetid must be 1-D (one per row), got shape {targetid_arr.shape}")
         n = targetid_arr.shape[0]
         if n == 0:
             return
@@ -441,20 +488,30 @@ class PairedDatasetWriter:
         if not np.issubdtype(targetid_arr.dtype, np.integer) and not whole_floats:
             raise TypeError(f"targetid must be integers, got dtype {targetid_arr.dtype}")
         targetid_arr = targetid_arr.astype(np.int64)
+        uniq, counts = np.unique(targetid_arr, return_counts=True)
+        if np.any(counts > 1):
+            dup = uniq[counts > 1]
+            raise InputError(f"targetid values {dup[:5].tolist()} appear more than once in "
+                             f"this chunk for {self.path}; every row needs a unique targetid")
+        again = self._ids.seen(targetid_arr)
+        if np.any(again):
+            raise InputError(f"targetid values {targetid_arr[again][:5].tolist()} are already "
+                             f"in {self.path} (appended earlier); every row needs a unique "
+                             "targetid")
 
         coords = {}
         for name, value in (("ra", ra), ("dec", dec)):
             arr = _as_array(value, name, u.deg).astype(np.float64).reshape(-1)
             if arr.shape != (n,):
-                raise ValueError(f"{name} has {arr.size} values for {n} targetids")
+                raise InputError(f"{name} has {arr.size} values for {n} targetids")
             if np.any(np.isinf(arr)):
-                raise ValueError(f"{name} has infinite values; give positions in degrees "
+                raise InputError(f"{name} has infinite values; give positions in degrees "
                                  "(NaN marks an unknown position)")
             coords[name] = arr
         if np.any(np.isnan(coords["ra"]) != np.isnan(coords["dec"])):
-            raise ValueError("ra and dec must be both known or both NaN (unknown) in each row")
+            raise InputError("ra and dec must be both known or both NaN (unknown) in each row")
         if np.any(np.abs(coords["dec"]) > 90):
-            raise ValueError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
+            raise InputError("dec must lie in [-90, 90] degrees; check that ra and dec are not "
                              "swapped and are in degrees")
 
         flux_arr = _as_array(flux, "flux", grid.FLUX_UNIT,
@@ -462,32 +519,32 @@ class PairedDatasetWriter:
         ivar_arr = _as_array(ivar, "ivar", grid.IVAR_UNIT)
         for name, arr in (("flux", flux_arr), ("ivar", ivar_arr)):
             if arr.shape != (n, grid.N_PIXELS):
-                raise ValueError(
+                raise InputError(
                     f"{name} has shape {arr.shape}; expected ({n}, {grid.N_PIXELS}) (one spectrum "
                     "per row on the DESI grid): put spectra on the grid with "
                     "astroclip.prepare_spectra first")
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name} has non-finite values; mark bad pixels with ivar=0 and "
+                raise InputError(f"{name} has non-finite values; mark bad pixels with ivar=0 and "
                                  "flux=0 (astroclip.prepare_spectra does this)")
         if np.any(ivar_arr < 0):
-            raise ValueError("ivar has negative values; inverse variances must be >= 0")
+            raise InputError("ivar has negative values; inverse variances must be >= 0")
 
         image_arr = _as_array(image, "image", grid.NANOMAGGY, grid.NANOMAGGY_EQUIVALENCY)
         s = self.image_size
         if image_arr.shape != (n, 3, s, s):
-            raise ValueError(
+            raise InputError(
                 f"image has shape {image_arr.shape}; expected ({n}, 3, {s}, {s}) (g, r, z "
                 f"nanomaggies, {s}x{s} px): use astroclip.prepare_images(..., size={s}), or "
                 f"PairedDatasetWriter(image_size=...) for another size")
         if not np.all(np.isfinite(image_arr)):
-            raise ValueError("image has non-finite pixels; fill them first "
+            raise InputError("image has non-finite pixels; fill them first "
                              "(astroclip.prepare_images fills and counts them)")
 
         split_arr = split_codes(split)
         if split_arr.ndim == 0:
             split_arr = np.full(n, split_arr, dtype=np.int8)
         if split_arr.shape != (n,):
-            raise ValueError(f"split has {split_arr.size} values for {n} rows; give one per "
+            raise InputError(f"split has {split_arr.size} values for {n} rows; give one per "
                              "row or a single value")
         label_arr = self._labels(labels, n)
 
@@ -498,13 +555,17 @@ class PairedDatasetWriter:
                   "spectrum/ivar": ivar_arr.astype(np.float32, copy=False),
                   "image": image_arr.astype(np.float32, copy=False), "split": split_arr}
         values.update({f"labels/{k}": v for k, v in label_arr.items()})
-        for name, arr in values.items():
-            ds = f[name]
-            ds.resize(stop, axis=0)
-            ds[start:stop] = arr
+        # the uncompressed size bounds what this chunk adds; refuse before writing anything
+        check_free_space(self.path, sum(v.nbytes for v in values.values()), grows=self._tmp)
+        with disk_errors(self.path):
+            for name, arr in values.items():
+                ds = f[name]
+                ds.resize(stop, axis=0)
+                ds[start:stop] = arr
         for name, unit in self._label_units.items():
             if unit is not None:
                 f[f"labels/{name}"].attrs["unit"] = unit.to_string()
+        self._ids.add(targetid_arr)
         self.n_rows = stop
 
 
@@ -516,29 +577,30 @@ def _check_layout(f, path):
         from .datasets import detect_layout
         layout = detect_layout(f)
         if layout == "paper":
-            raise ValueError(f"{path} is the paper's published paired file, not an astroclip "
+            raise InputError(f"{path} is the paper's published paired file, not an astroclip "
                              "paired file; read it with astroclip.data.datasets.PairedDataset("
                              "path) (layout 'paper')")
         if layout in ("mmu_spectra", "mmu_images"):
-            raise ValueError(f"{path} is a Multimodal Universe file; read it with "
+            raise InputError(f"{path} is a Multimodal Universe file; read it with "
                              "astroclip.data.datasets.MultimodalUniverseDataset(spectra_path, "
                              "images_path)")
-        raise ValueError(f"{path} is not an astroclip paired file (root attribute "
+        raise InputError(f"{path} is not an astroclip paired file (root attribute "
                          f"format={fmt!r}, expected {FORMAT!r}); write one with "
                          "PairedDatasetWriter")
     version = int(f.attrs.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {version}, newer than this astroclip "
+        raise InputError(f"{path} has format_version {version}, newer than this astroclip "
                          f"reads ({FORMAT_VERSION}); upgrade astroclip")
     missing = [name for name in REQUIRED_FIELDS if name not in f]
     if missing:
-        raise ValueError(f"{path} lacks the required fields {missing}; the file is incomplete: "
-                         "rebuild it with PairedDatasetWriter")
+        raise InputError(f"{path} lacks the required fields {missing}; the file is "
+                         "incomplete: rebuild it with PairedDatasetWriter")
     n = f["targetid"].shape[0]
-    bad = [name for name in REQUIRED_FIELDS if f[name].shape[:1] != (n,)]
+    labels = [f"labels/{k}" for k in f["labels"].keys()] if "labels" in f else []
+    bad = [name for name in list(REQUIRED_FIELDS) + labels if f[name].shape[:1] != (n,)]
     if bad:
-        raise ValueError(f"{path}: fields {bad} do not have {n} rows like targetid; the file "
-                         "is inconsistent: rebuild it")
+        raise InputError(f"{path}: fields {bad} do not have {n} rows like targetid; the "
+                         "file is inconsistent: rebuild it")
     return n
 
 
@@ -620,7 +682,7 @@ def read_paired_dataset(path, *, split=None, fields=None, rows=None):
     for field in fields:
         key = {v: k for k, v in _ARRAY_FIELDS.items()}.get(field, field)
         if key not in _ARRAY_FIELDS:
-            raise ValueError(f"unknown field {field!r}; choose among {list(_ARRAY_FIELDS)}")
+            raise InputError(f"unknown field {field!r}; choose among {list(_ARRAY_FIELDS)}")
         names.append(key)
     with open_hdf5(path) as f:
         n = _check_layout(f, path)

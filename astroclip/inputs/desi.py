@@ -22,6 +22,7 @@ from astropy.table import MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from . import grid
+from ..exceptions import DataFileError, InputError
 from .spectra import (PreparedSpectra, _Group, _check_options, _make_arm, _prepare_groups)
 
 __all__ = ["read_desi_coadd", "join_redshifts", "DESI_COADD_HDUS"]
@@ -44,7 +45,7 @@ def _header_unit(header, kind, path, hdu_name):
         try:
             return u.Unit(bunit)
         except ValueError:
-            raise ValueError(f"{path}: HDU {hdu_name} has an unreadable BUNIT {bunit!r}; "
+            raise InputError(f"{path}: HDU {hdu_name} has an unreadable BUNIT {bunit!r}; "
                              "fix the header (DESI writes '10**-17 erg/(s cm2 Angstrom)' and "
                              "'Angstrom')") from None
 
@@ -63,7 +64,7 @@ def _read_one(path, *, checksum):
                 names = [h.name for h in hdul]
                 missing = [n for n in DESI_COADD_HDUS if n not in names]
                 if missing:
-                    raise ValueError(
+                    raise InputError(
                         f"{path} ({size} bytes) is not a complete DESI coadd file: HDUs "
                         f"{', '.join(missing)} are missing (found {', '.join(names)}); the "
                         "file may be truncated (download it again) or be another kind of "
@@ -74,8 +75,8 @@ def _read_one(path, *, checksum):
                     # check all the others, several times slower)
                     bad = [n for n in DESI_COADD_HDUS if hdul[n].verify_datasum() == 0]
                     if bad:
-                        raise OSError(f"checksum (DATASUM) mismatch in HDU(s) "
-                                      f"{', '.join(bad)}")
+                        raise DataFileError(f"checksum (DATASUM) mismatch in HDU(s) "
+                                            f"{', '.join(bad)}")
                 fibermap = Table(hdul["FIBERMAP"].data)
                 arms = {}
                 for arm in grid.DESI_ARMS:
@@ -91,21 +92,21 @@ def _read_one(path, *, checksum):
                         mask=np.asarray(hdul[f"{arm}_MASK"].data),
                     )
         except (OSError, AstropyUserWarning, TypeError, VerifyError) as err:
-            raise OSError(f"cannot read DESI coadd file {path} ({size} bytes): {err}. The "
-                          "file is truncated or corrupt: download it again") from err
+            raise DataFileError(f"cannot read DESI coadd file {path} ({size} bytes): {err}. The "
+                                "file is truncated or corrupt: download it again") from err
     n_fib = len(fibermap)
     for arm, d in arms.items():
         shape = (n_fib, d["wave"].size)
         for key in ("flux", "ivar", "mask"):
             if d[key] is None or d[key].shape != shape:
                 got = None if d[key] is None else d[key].shape
-                raise ValueError(f"{path}: {arm}_{key.upper()} has shape {got}, expected "
+                raise InputError(f"{path}: {arm}_{key.upper()} has shape {got}, expected "
                                  f"{shape} (fibres x {arm} pixels); the file is corrupt or "
                                  "not a DESI coadd")
     if "TARGETID" not in fibermap.colnames:
-        raise ValueError(f"{path}: FIBERMAP has no TARGETID column; not a DESI coadd file")
+        raise InputError(f"{path}: FIBERMAP has no TARGETID column; not a DESI coadd file")
     if "OBJTYPE" not in fibermap.colnames:
-        raise ValueError(f"{path}: FIBERMAP has no OBJTYPE column, so sky fibres cannot be "
+        raise InputError(f"{path}: FIBERMAP has no OBJTYPE column, so sky fibres cannot be "
                          "flagged; not a DESI coadd file")
     return fibermap, arms
 
@@ -177,12 +178,12 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     """
     _check_options(min_coverage, on_invalid)
     if missing not in ("raise", "ignore"):
-        raise ValueError(f"missing must be 'raise' or 'ignore', not {missing!r}")
+        raise InputError(f"missing must be 'raise' or 'ignore', not {missing!r}")
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
     paths = list(paths)
     if not paths:
-        raise ValueError("no DESI coadd file given (empty list of paths)")
+        raise InputError("no DESI coadd file given (empty list of paths)")
     wanted = None if targetids is None else np.unique(np.asarray(targetids, dtype=np.int64))
     found = set()
     groups = []
@@ -207,7 +208,7 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
                                               if c not in ("TARGETID", "OBJTYPE")]
             absent = [c for c in keep if c not in meta.colnames]
             if absent:
-                raise ValueError(f"{path}: FIBERMAP has no column(s) {', '.join(absent)}")
+                raise InputError(f"{path}: FIBERMAP has no column(s) {', '.join(absent)}")
             meta = meta[keep]
         meta = Table(meta, copy=True)
         meta.meta.clear()
@@ -221,11 +222,11 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
         absent = np.setdiff1d(wanted, np.fromiter(found, dtype=np.int64, count=len(found)))
         if absent.size and missing == "raise":
             shown = ", ".join(str(t) for t in absent[:10])
-            raise ValueError(f"{absent.size} of {wanted.size} requested TARGETIDs are in none "
+            raise InputError(f"{absent.size} of {wanted.size} requested TARGETIDs are in none "
                              f"of the {len(paths)} file(s) (e.g. {shown}); check the files, "
                              "or pass missing='ignore' to read those that are there")
     if not groups:
-        raise ValueError("none of the requested TARGETIDs is in the given file(s)")
+        raise InputError("none of the requested TARGETIDs is in the given file(s)")
     return _prepare_groups(groups, min_coverage=min_coverage, on_invalid=on_invalid,
                            meta=None, progress=progress)
 
@@ -244,9 +245,9 @@ def _read_redshift_catalog(path):
                 if isinstance(hdu, fits.BinTableHDU):
                     return Table(hdu.data)
     except OSError as err:
-        raise OSError(f"cannot read redshift catalogue {path}: {err}; the file is "
-                      "truncated or corrupt") from err
-    raise ValueError(f"{path} has no table HDU (expected REDSHIFTS or ZCATALOG)")
+        raise DataFileError(f"cannot read redshift catalogue {path}: {err}; the file is "
+                            "truncated or corrupt") from err
+    raise InputError(f"{path} has no table HDU (expected REDSHIFTS or ZCATALOG)")
 
 
 def join_redshifts(data, redshift_catalog, *, columns=("Z", "ZWARN", "SPECTYPE"),
@@ -318,7 +319,7 @@ def join_redshifts(data, redshift_catalog, *, columns=("Z", "ZWARN", "SPECTYPE")
                        f"(columns: {', '.join(zcat.colnames[:20])}); pass columns=")
     clash = [c for c in columns + ["HAS_REDSHIFT"] if c in table.colnames]
     if clash:
-        raise ValueError(f"the table already has column(s) {', '.join(clash)}; remove or "
+        raise InputError(f"the table already has column(s) {', '.join(clash)}; remove or "
                          "rename them before joining")
     cat_ids = np.asarray(zcat[key], dtype=np.int64)
     if "ZCAT_PRIMARY" in zcat.colnames and np.unique(cat_ids).size != cat_ids.size:
@@ -327,7 +328,7 @@ def join_redshifts(data, redshift_catalog, *, columns=("Z", "ZWARN", "SPECTYPE")
     uniq, counts = np.unique(cat_ids, return_counts=True)
     if np.any(counts > 1):
         dup = uniq[counts > 1]
-        raise ValueError(f"the redshift catalogue has {dup.size} {key}s appearing more than "
+        raise InputError(f"the redshift catalogue has {dup.size} {key}s appearing more than "
                          f"once (e.g. {', '.join(str(d) for d in dup[:5])}); keep one row per "
                          f"{key} (e.g. the ZCAT_PRIMARY rows) before joining")
     order = np.argsort(cat_ids)

@@ -28,6 +28,8 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from . import grid
+from .spectra import _split_masked
+from ..exceptions import InputError
 
 __all__ = ["PreparedImages", "prepare_images", "color_map", "read_image_file",
            "normalize_band"]
@@ -123,26 +125,26 @@ def _bands_from_meta(meta, n_planes):
 def _resolve_bands(names, n_planes, source):
     """Indices of g, r, z among the named planes, with clear errors."""
     if names is None:
-        raise ValueError(f"{source}: the band of each image plane is unknown; give "
+        raise InputError(f"{source}: the band of each image plane is unknown; give "
                          f"bands=... (e.g. bands='grz' or bands=['g', 'r', 'i', 'z']) or put "
                          "BANDS/BAND0.. keywords in the header (or 'bands' in NDData.meta)")
     names = _split_bands(names)
     short = [normalize_band(b) for b in names]
     if len(short) != n_planes:
-        raise ValueError(f"{source}: {len(short)} band names {list(names)} for {n_planes} "
+        raise InputError(f"{source}: {len(short)} band names {list(names)} for {n_planes} "
                          "image planes (bands are the first axis of a cube); give one name "
                          "per plane")
     unknown = [b for b, s in zip(names, short) if s not in _KNOWN_BANDS]
     if unknown:
-        raise ValueError(f"{source}: unknown band names {unknown}; name the planes with "
+        raise InputError(f"{source}: unknown band names {unknown}; name the planes with "
                          f"bands=... using {_KNOWN_BANDS} (the models use {grid.BANDS}; "
                          "other bands are dropped)")
     dup = sorted({s for s in short if short.count(s) > 1})
     if dup:
-        raise ValueError(f"{source}: bands {dup} appear more than once in {list(names)}")
+        raise InputError(f"{source}: bands {dup} appear more than once in {list(names)}")
     missing = [b for b in grid.BANDS if b not in short]
     if missing:
-        raise ValueError(f"{source}: bands {missing} are missing (input has {short}); the "
+        raise InputError(f"{source}: bands {missing} are missing (input has {short}); the "
                          f"models need {grid.BANDS}: supply cutouts in those bands")
     return [short.index(b) for b in grid.BANDS], short
 
@@ -156,7 +158,7 @@ def _parse_unit(unit, source):
     try:
         return u.Unit(unit)
     except ValueError:
-        raise ValueError(f"{source}: cannot parse the image unit {unit!r}; give unit= as an "
+        raise InputError(f"{source}: cannot parse the image unit {unit!r}; give unit= as an "
                          "astropy unit (e.g. 'nanomaggy', u.Jy, 'erg/(s cm2 Hz)')") from None
 
 
@@ -213,7 +215,7 @@ def _pixel_scale(wcs, source):
     """Mean pixel side in arcsec from a celestial WCS; errors on non-square pixels."""
     scales = proj_plane_pixel_scales(wcs) * 3600.0  # deg -> arcsec
     if abs(scales[0] / scales[1] - 1) > 0.01:
-        raise ValueError(f"{source}: the pixels are not square ({scales[0]:.4f}\" x "
+        raise InputError(f"{source}: the pixels are not square ({scales[0]:.4f}\" x "
                          f"{scales[1]:.4f}\"); resample the image to square pixels first")
     return float(np.mean(scales))
 
@@ -282,17 +284,17 @@ def _image_from_hdul(hdul, hdu, source):
         try:
             chosen = hdul[hdu]
         except (KeyError, IndexError):
-            raise ValueError(f"{source} has no HDU {hdu!r}; it has {len(hdul)} HDUs "
+            raise InputError(f"{source} has no HDU {hdu!r}; it has {len(hdul)} HDUs "
                              f"{[h.name for h in hdul]}") from None
     else:
         chosen = next((h for h in hdul if getattr(h, "is_image", False) and h.data is not None
                        and h.data.ndim >= 2), None)
         if chosen is None:
-            raise ValueError(f"{source} holds no image HDU; give a FITS cutout with the "
+            raise InputError(f"{source} holds no image HDU; give a FITS cutout with the "
                              "image in an HDU (bands on the first axis)")
     data = chosen.data
     if data is None:
-        raise ValueError(f"{source}: HDU {hdu} has no data")
+        raise InputError(f"{source}: HDU {hdu} has no data")
     header = chosen.header.copy()
     primary = hdul[0].header
     if chosen is not hdul[0]:
@@ -311,7 +313,7 @@ def _from_header_data(data, header, bands, unit, wcs, source, pixel_scale):
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise ValueError(f"{source}: a FITS image must be 2-D (one band) or 3-D (bands, y, "
+        raise InputError(f"{source}: a FITS image must be 2-D (one band) or 3-D (bands, y, "
                          f"x), got {data.ndim}-D with shape {data.shape}")
     names = _bands_from_meta(header, data.shape[0])
     if bands is not None:
@@ -352,7 +354,7 @@ def _check_band_override(bands, names, source):
         return bands
     given = [normalize_band(b) for b in _split_bands(bands)]
     if given != [normalize_band(b) for b in names]:
-        raise ValueError(f"{source}: bands={list(bands)} contradicts the band names of the "
+        raise InputError(f"{source}: bands={list(bands)} contradicts the band names of the "
                          f"input {list(names)}; drop bands= or fix the header")
     return names
 
@@ -384,7 +386,7 @@ def _from_nddata(nd, bands, unit, source, pixel_scale):
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise ValueError(f"{source}: NDData must be 2-D (one band) or 3-D (bands, y, x), got "
+        raise InputError(f"{source}: NDData must be 2-D (one band) or 3-D (bands, y, x), got "
                          f"shape {np.shape(nd.data)}")
     names = _bands_from_meta(nd.meta, data.shape[0])
     if bands is not None:
@@ -412,7 +414,7 @@ def _from_band_list(objs, bands, unit, source, pixel_scale):
             own = _parse_unit(meta.get("BUNIT"), source)
             w = _wcs_from_header(meta)
         if d.ndim != 2:
-            raise ValueError(f"{source}: band plane {k} has shape {d.shape}; a list of "
+            raise InputError(f"{source}: band plane {k} has shape {d.shape}; a list of "
                              "single-band images needs 2-D planes")
         name = _bands_from_meta(meta, 1)
         names.append(name[0] if name else None)
@@ -421,7 +423,7 @@ def _from_band_list(objs, bands, unit, source, pixel_scale):
         wcs = wcs or w
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:
-        raise ValueError(f"{source}: band planes have different shapes {sorted(shapes)}; "
+        raise InputError(f"{source}: band planes have different shapes {sorted(shapes)}; "
                          "resample them onto one pixel grid first")
     if bands is not None:
         names = _check_band_override(bands, None if None in names else names, source)
@@ -457,14 +459,14 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                                   pixel_scale)]
     if isinstance(images, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         if images.data is None:
-            raise ValueError("the HDU has no data")
+            raise InputError("the HDU has no data")
         return [_from_header_data(images.data, images.header, bands, unit, wcs,
                                   type(images).__name__, pixel_scale)]
     if isinstance(images, NDData):
         return [_from_nddata(images, bands, unit, type(images).__name__, pixel_scale)]
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
-            raise ValueError("no images given (empty list)")
+            raise InputError("no images given (empty list); give at least one cutout")
         if all(_is_single_band(obj) for obj in images):
             return [_from_band_list(images, bands, unit, "list of single-band images",
                                     pixel_scale)]
@@ -482,7 +484,8 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                 if not _is_path(obj):
                     out[-1].source = f"{out[-1].source}[{k}]"
             return out
-    # arrays and Quantities
+    # arrays and Quantities; masked pixels (numpy.ma, astropy Masked) become NaN, then filled
+    images, masked = _split_masked(images)
     if isinstance(images, u.Quantity):
         own, data = images.unit, images.value
     elif isinstance(images, np.ndarray) or np.isscalar(images) or hasattr(images, "__array__"):
@@ -492,14 +495,16 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                         "NDData/CCDData, FITS paths or HDUs, Quantities or numpy arrays")
     if not np.issubdtype(data.dtype, np.number):
         raise TypeError(f"image arrays must be numeric, got dtype {data.dtype}")
+    if masked is not None and masked.any():
+        data = np.where(masked, np.nan, data.astype(np.float64))
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4:
-        raise ValueError(f"image arrays must be (bands, y, x) or (N, bands, y, x); got "
+        raise InputError(f"image arrays must be (bands, y, x) or (N, bands, y, x); got "
                          f"{data.ndim}-D shape {data.shape}. A single-band 2-D plane needs the "
                          "other bands too: stack them on a first axis")
     if bands is None:
-        raise ValueError("numpy images carry no band names; pass bands=... naming the planes "
+        raise InputError("numpy images carry no band names; pass bands=... naming the planes "
                          "of axis -3 (e.g. bands='grz' or bands=['g', 'r', 'i', 'z'])")
     unit = _merge_units(own, unit, "array")
     index, short = _resolve_bands(bands, data.shape[1], "array")
@@ -515,7 +520,7 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
 def _cutout(item, center, size_px):
     """Cut ``size_px`` output pixels (plus a margin) around ``center`` with Cutout2D."""
     if item.wcs is None:
-        raise ValueError(f"{item.source}: centring on a SkyCoord needs a WCS (FITS header, "
+        raise InputError(f"{item.source}: centring on a SkyCoord needs a WCS (FITS header, "
                          "NDData.wcs or wcs=...)")
     ref = grid.PIXEL_SCALE.to_value(u.arcsec)
     n_in = int(np.ceil(size_px * ref / item.pixel_scale)) + 4
@@ -525,7 +530,7 @@ def _cutout(item, center, size_px):
             cut = Cutout2D(plane, center, (n_in, n_in), wcs=item.wcs, mode="partial",
                            fill_value=np.nan, copy=True)
         except Exception as exc:  # astropy NoOverlapError / PartialOverlapError
-            raise ValueError(f"{item.source}: the position {center.to_string('decimal')} is "
+            raise InputError(f"{item.source}: the position {center.to_string('decimal')} is "
                              f"not on the image ({exc}); check the coordinates") from None
         planes.append(cut.data)
     item.data = np.stack(planes)
@@ -550,7 +555,7 @@ def _resample(data, factor):
 def _center_crop(data, size, source):
     h, w = data.shape[-2:]
     if h < size or w < size:
-        raise ValueError(f"{source}: the image is {h}x{w} px (at 0.262\"/px), smaller than "
+        raise InputError(f"{source}: the image is {h}x{w} px (at 0.262\"/px), smaller than "
                          f"size={size}; give a larger cutout or a smaller size=")
     top, left = (h - size) // 2, (w - size) // 2
     return data[..., top:top + size, left:left + size]
@@ -564,7 +569,7 @@ def _fill(data, how, source):
         return counts
     for b in range(data.shape[0]):
         if counts[b] == data[b].size:
-            raise ValueError(f"{source}: band {grid.BANDS[b]} has no finite pixel; the cutout "
+            raise InputError(f"{source}: band {grid.BANDS[b]} has no finite pixel; the cutout "
                              "holds no data in that band (outside the survey footprint?)")
         if counts[b]:
             value = 0.0 if how == "zero" else float(np.median(data[b][~bad[b]]))
@@ -640,14 +645,16 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
     0
     """
     if fill not in ("zero", "median"):
-        raise ValueError(f"fill must be 'zero' or 'median', got {fill!r}")
+        raise InputError(f"fill must be 'zero' or 'median', got {fill!r}")
     if size is not None:
         size = int(size)
         if size < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {size}")
+            raise InputError(f"size must be a positive number of pixels, got {size}")
     if scale_tolerance < 0 or max_scale_ratio < 1:
-        raise ValueError("scale_tolerance must be >= 0 and max_scale_ratio >= 1")
+        raise InputError("scale_tolerance must be >= 0 and max_scale_ratio >= 1")
     items = _items(images, bands, unit, wcs, pixel_scale, hdu)
+    if not items:
+        raise InputError("no images given (zero images); give at least one cutout")
     if center is not None:
         if not isinstance(center, SkyCoord):
             try:
@@ -657,10 +664,10 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
                                 "image)") from None
         centers = center if not center.isscalar else [center] * len(items)
         if len(centers) != len(items):
-            raise ValueError(f"{len(centers)} centres for {len(items)} images; give one "
+            raise InputError(f"{len(centers)} centres for {len(items)} images; give one "
                              "SkyCoord or one per image")
         if size is None:
-            raise ValueError("centring needs an output size=")
+            raise InputError("centring needs an output size=")
     ref = grid.PIXEL_SCALE.to_value(u.arcsec)
     out, rows = [], []
     for k, item in enumerate(items):
@@ -670,7 +677,7 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
         if np.isfinite(item.pixel_scale):
             ratio = item.pixel_scale / ref
             if max(ratio, 1 / ratio) > max_scale_ratio:
-                raise ValueError(
+                raise InputError(
                     f"{item.source}: pixel scale {item.pixel_scale:.4f}\"/px is far from the "
                     f"Legacy Survey {ref}\"/px (ratio {ratio:.3f}, limit {max_scale_ratio}); "
                     "give Legacy Survey cutouts at 0.262\"/px (pixscale=0.262 in the cutout "
@@ -692,7 +699,7 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
                      int(counts.sum()), *[int(c) for c in counts]))
     shapes = {a.shape for a in out}
     if len(shapes) > 1:
-        raise ValueError(f"the images have different sizes {sorted(shapes)}; give size= to "
+        raise InputError(f"the images have different sizes {sorted(shapes)}; give size= to "
                          "crop them to one size")
     meta = Table(rows=rows, names=("source", "input_bands", "pixel_scale", "resampled",
                                    "n_filled", *[f"n_filled_{b}" for b in grid.BANDS]),
@@ -737,7 +744,7 @@ def color_map(images):
     if torch is not None and isinstance(images, torch.Tensor):
         x = images if images.is_floating_point() else images.float()
         if x.ndim not in (3, 4) or x.shape[-3] != 3:
-            raise ValueError(f"color_map needs (N, 3, H, W) or (3, H, W) g, r, z images, got "
+            raise InputError(f"color_map needs (N, 3, H, W) or (3, H, W) g, r, z images, got "
                              f"shape {tuple(x.shape)}")
         s = torch.tensor(scales, dtype=x.dtype, device=x.device).view(3, 1, 1)
         v = x * s + m
@@ -750,7 +757,7 @@ def color_map(images):
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
     if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"color_map needs (N, 3, H, W) or (3, H, W) g, r, z images, got "
+        raise InputError(f"color_map needs (N, 3, H, W) or (3, H, W) g, r, z images, got "
                          f"shape {x.shape}")
     s = np.asarray(scales, dtype=x.dtype).reshape(3, 1, 1)
     v = x * s + np.asarray(m, dtype=x.dtype)

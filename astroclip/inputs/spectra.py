@@ -27,6 +27,7 @@ from astropy.nddata import (NDUncertainty, StdDevUncertainty, VarianceUncertaint
 from astropy.table import Table
 
 from . import grid
+from ..exceptions import InputError
 
 __all__ = ["PreparedSpectra", "prepare_spectra", "resample_flux_conserving",
            "overlap_matrix", "edges_from_centres"]
@@ -72,10 +73,10 @@ class PreparedSpectra:
 
     def __post_init__(self):
         if self.flux.shape != self.ivar.shape or self.flux.ndim != 2:
-            raise ValueError(f"flux {self.flux.shape} and ivar {self.ivar.shape} must both "
+            raise InputError(f"flux {self.flux.shape} and ivar {self.ivar.shape} must both "
                              "have shape (N, 7781)")
         if len(self.meta) != len(self.flux) and len(self.meta.colnames) > 0:
-            raise ValueError(f"meta has {len(self.meta)} rows for {len(self.flux)} spectra")
+            raise InputError(f"meta has {len(self.meta)} rows for {len(self.flux)} spectra")
 
     @property
     def wavelength(self):
@@ -137,7 +138,7 @@ def edges_from_centres(centres):
     unit = getattr(centres, "unit", None)
     c = np.asarray(getattr(centres, "value", centres), dtype=np.float64)
     if c.ndim != 1 or c.size < 2:
-        raise ValueError("pixel edges need at least 2 pixel centres on a 1-D axis; "
+        raise InputError("pixel edges need at least 2 pixel centres on a 1-D axis; "
                          "give the pixel edges explicitly for a single pixel")
     edges = np.empty(c.size + 1)
     edges[1:-1] = 0.5 * (c[1:] + c[:-1])
@@ -318,7 +319,7 @@ def _for_chunks(n_rows, work, n_jobs):
 
 def _check_n_jobs(n_jobs):
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be a positive integer (threads), not {n_jobs!r}")
+        raise InputError(f"n_jobs must be a positive integer (threads), not {n_jobs!r}")
 
 
 def _transpose_into(dst, src, rows, cols):
@@ -412,11 +413,11 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
     one_d = flux.ndim == 1
     flux2 = np.atleast_2d(flux)
     if flux2.ndim != 2:
-        raise ValueError(f"flux must be 1-D or 2-D (spectra, pixels), got shape {flux.shape}")
+        raise InputError(f"flux must be 1-D or 2-D (spectra, pixels), got shape {flux.shape}")
     n_spec, n_pix = flux2.shape
     out = grid.WAVELENGTH_EDGES if out_edges is None else _as_edges_angstrom(out_edges, "out_edges")
     if out.ndim != 1 or out.size < 2 or not np.all(np.diff(out) > 0):
-        raise ValueError("out_edges must be a 1-D strictly increasing array of >= 2 edges")
+        raise InputError("out_edges must be a 1-D strictly increasing array of >= 2 edges")
     ivar2 = None if ivar is None else _same_shape(ivar, flux2, "ivar")
     mask2 = None if mask is None else _same_shape(mask, flux2, "mask").astype(bool)
     wave = _as_edges_angstrom(wavelength)
@@ -426,7 +427,7 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
         uniq, inverse = np.unique(wave, axis=0, return_inverse=True)
         groups = [(uniq[g], np.flatnonzero(inverse.ravel() == g)) for g in range(len(uniq))]
     else:
-        raise ValueError(f"wavelength must be 1-D or (N, n) with N = {n_spec}, "
+        raise InputError(f"wavelength must be 1-D or (N, n) with N = {n_spec}, "
                          f"got shape {wave.shape}")
     out_flux = np.zeros((n_spec, out.size - 1), np.float32)
     out_ivar = np.zeros_like(out_flux)
@@ -466,7 +467,7 @@ def _same_shape(arr, ref, name):
     arr = np.asarray(getattr(arr, "value", arr))
     arr2 = arr.reshape(1, -1) if (arr.ndim == 1 and ref.shape[0] == 1) else arr
     if arr2.shape != ref.shape:
-        raise ValueError(f"{name} has shape {arr.shape} but flux has shape {ref.shape}; "
+        raise InputError(f"{name} has shape {arr.shape} but flux has shape {ref.shape}; "
                          f"give one {name} value per flux pixel")
     return arr2
 
@@ -474,28 +475,28 @@ def _same_shape(arr, ref, name):
 def _edges_from_axis(axis, n_pix, name):
     """Angstrom centres or edges -> (increasing edges, flipped?) with checks."""
     if axis.size == 0 or n_pix == 0:
-        raise ValueError("the spectrum is empty (no pixels); give at least 2 pixels")
+        raise InputError("the spectrum is empty (no pixels); give at least 2 pixels")
     if not np.all(np.isfinite(axis)):
         bad = np.flatnonzero(~np.isfinite(axis))
-        raise ValueError(f"{name} has {bad.size} non-finite values (first at index {bad[0]}); "
+        raise InputError(f"{name} has {bad.size} non-finite values (first at index {bad[0]}); "
                          "every pixel needs a finite wavelength (zero frequency or energy "
                          "has no wavelength)")
     if axis.size not in (n_pix, n_pix + 1):
-        raise ValueError(f"{name} has {axis.size} values for {n_pix} flux pixels; give one "
+        raise InputError(f"{name} has {axis.size} values for {n_pix} flux pixels; give one "
                          "wavelength per pixel (centres) or n + 1 pixel edges")
     if axis.size < 2:
-        raise ValueError(f"{name} has a single pixel centre, so the pixel width is unknown; "
+        raise InputError(f"{name} has a single pixel centre, so the pixel width is unknown; "
                          "give the 2 pixel edges instead")
     step = np.diff(axis)
     if np.any(step == 0):
         k = int(np.flatnonzero(step == 0)[0])
-        raise ValueError(f"{name} has duplicate values ({axis[k]:.6g} Angstrom at indices "
+        raise InputError(f"{name} has duplicate values ({axis[k]:.6g} Angstrom at indices "
                          f"{k} and {k + 1}); every pixel needs its own wavelength: remove or "
                          "merge the duplicated pixels")
     flip = step[0] < 0
     if np.any((step < 0) != flip):
         k = int(np.flatnonzero((step < 0) != flip)[0])
-        raise ValueError(f"{name} is not monotonic (at index {k + 1}: {axis[k]:.6g} then "
+        raise InputError(f"{name} is not monotonic (at index {k + 1}: {axis[k]:.6g} then "
                          f"{axis[k + 1]:.6g} Angstrom); sort the pixels by wavelength (e.g. "
                          "order = np.argsort(wavelength)) and apply the same order to flux, "
                          "uncertainty and mask")
@@ -503,7 +504,7 @@ def _edges_from_axis(axis, n_pix, name):
         axis = axis[::-1]
     edges = axis if axis.size == n_pix + 1 else edges_from_centres(axis)
     if not np.all(np.diff(edges) > 0):
-        raise ValueError(f"{name}: the pixel edges derived from the centres are not "
+        raise InputError(f"{name}: the pixel edges derived from the centres are not "
                          "increasing (very irregular pixel spacing); give the pixel edges")
     return np.ascontiguousarray(edges), flip
 
@@ -561,7 +562,7 @@ class _Source:
                 row = start + int(np.flatnonzero((work < 0).any(axis=0))[0])
                 what = {"ivar": "inverse variance", "var": "variance",
                         "std": "standard deviation"}[self.unc_kind]
-                raise ValueError(f"spectrum {row} has negative {what} values; uncertainties "
+                raise InputError(f"spectrum {row} has negative {what} values; uncertainties "
                                  "must be >= 0 (mark bad pixels with the mask, or ivar = 0)")
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 if self.unc_kind == "ivar":
@@ -584,7 +585,7 @@ class _Source:
                 zero = good & (var_t == 0)
                 if zero.any():
                     row = start + int(np.flatnonzero(zero.any(axis=0))[0])
-                    raise ValueError(f"spectrum {row} has unmasked pixels with zero variance "
+                    raise InputError(f"spectrum {row} has unmasked pixels with zero variance "
                                      "(infinite inverse variance); give realistic "
                                      "uncertainties or mask those pixels")
             np.copyto(var_t, 0, where=bad)
@@ -650,7 +651,7 @@ def _std_unit(kind, unit, flux_unit):
 def _uncertainty_parts(uncertainty, ivar, flux_unit, shape):
     """Normalise the uncertainty arguments -> (kind, array, std unit) or (None,)*3."""
     if uncertainty is not None and ivar is not None:
-        raise ValueError("give either uncertainty= or ivar=, not both")
+        raise InputError("give either uncertainty= or ivar=, not both")
     if ivar is not None:
         unit = getattr(ivar, "unit", None)
         if isinstance(ivar, InverseVariance):
@@ -678,7 +679,7 @@ def _uncertainty_parts(uncertainty, ivar, flux_unit, shape):
 
 def _check_shape(arr, shape, name):
     if arr.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {arr.shape} but flux has shape {tuple(shape)}; "
+        raise InputError(f"{name} has shape {arr.shape} but flux has shape {tuple(shape)}; "
                          f"give one {name} value per flux pixel")
     return arr
 
@@ -707,7 +708,7 @@ class _Group:
 def _make_arm(flux, axis_value, axis_unit, flux_unit, unc_kind, unc, unc_unit, mask, label):
     """Raw arrays (N, n) + spectral axis -> an _Arm (validated, converted factors)."""
     if flux.size == 0 or flux.shape[-1] == 0:
-        raise ValueError(f"{label}: the spectrum is empty (no pixels); give at least 2 pixels")
+        raise InputError(f"{label}: the spectrum is empty (no pixels); give at least 2 pixels")
     try:
         axis = u.Quantity(axis_value, axis_unit).to_value(u.AA, u.spectral())
     except u.UnitConversionError:
@@ -738,7 +739,7 @@ def _make_arm(flux, axis_value, axis_unit, flux_unit, unc_kind, unc, unc_unit, m
 
 def _flatten(arr, n_pix):
     if n_pix == 0 or arr.size == 0:
-        raise ValueError(f"the spectra are empty (flux shape {arr.shape}); give at least one "
+        raise InputError(f"the spectra are empty (flux shape {arr.shape}); give at least one "
                          "spectrum with at least 2 pixels")
     return arr.reshape(-1, n_pix)
 
@@ -752,12 +753,12 @@ def _spectrum_group(spec, label, *, flux_unit=None, uncertainty=None, ivar=None,
     unit = flux_q.unit
     if flux_unit is not None:
         if unit != u.dimensionless_unscaled and u.Unit(flux_unit) != unit:
-            raise ValueError(f"{label} already has flux unit {unit}; flux_unit= is only for "
+            raise InputError(f"{label} already has flux unit {unit}; flux_unit= is only for "
                              "inputs without a unit")
         unit = u.Unit(flux_unit)
     spec_unc = spec.uncertainty
     if spec_unc is not None and (uncertainty is not None or ivar is not None):
-        raise ValueError(f"{label} already has an uncertainty; do not also pass "
+        raise InputError(f"{label} already has an uncertainty; do not also pass "
                          "uncertainty= or ivar=")
     shape = values.shape
     if spec_unc is not None:
@@ -808,7 +809,7 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
     extras = dict(wavelength=wavelength, uncertainty=uncertainty, ivar=ivar, mask=mask)
     if _is_spectrum(spectra):
         if wavelength is not None:
-            raise ValueError("a Spectrum carries its own spectral axis; do not pass wavelength=")
+            raise InputError("a Spectrum carries its own spectral axis; do not pass wavelength=")
         arm, n = _spectrum_group(spectra, "spectrum", flux_unit=flux_unit,
                                  uncertainty=uncertainty, ivar=ivar, mask=mask)
         return [_Group([arm], n, meta=_spectrum_meta(spectra, n))]
@@ -816,7 +817,7 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
             _is_spectrum(s) for s in spectra):
         given = [k for k, v in extras.items() if v is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}= cannot be used with a list of spectra; "
+            raise InputError(f"{', '.join(given)}= cannot be used with a list of spectra; "
                              "attach them to each Spectrum (spectral_axis, uncertainty, mask)")
         arms = isinstance(spectra, SpectrumList) if combine_arms is None else combine_arms
         if arms:
@@ -826,13 +827,13 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
                       for k, s in enumerate(spectra)]
             counts = {n for _, n in pieces}
             if len(counts) != 1:
-                raise ValueError("the arms to combine hold different numbers of spectra "
+                raise InputError("the arms to combine hold different numbers of spectra "
                                  f"({sorted(counts)}); arms must be the same objects in the "
                                  "same order (or pass combine_arms=False for separate "
                                  "spectra)")
             known = {arm.ivar_known for arm, _ in pieces}
             if len(known) != 1:
-                raise ValueError("some arms have uncertainties and others not; arms are "
+                raise InputError("some arms have uncertainties and others not; arms are "
                                  "combined by inverse-variance weighting, so give all of "
                                  "them an uncertainty")
             n = pieces[0][1]
@@ -848,23 +849,50 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
             groups.append(_Group([arm], n, meta=meta))
         return groups
     if isinstance(spectra, (list, tuple)) and len(spectra) == 0:
-        raise ValueError("no spectra given (empty list)")
+        raise InputError("no spectra given (empty list)")
     if isinstance(spectra, (list, tuple)) and any(_is_spectrum(s) for s in spectra):
         raise TypeError("a list of spectra must hold only specutils.Spectrum objects")
     return _array_groups(spectra, wavelength=wavelength, wavelength_unit=wavelength_unit,
                          flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask)
 
 
+def _split_masked(value):
+    """``(data, mask or None)`` of a `numpy.ma` or astropy ``Masked`` array (others: as is)."""
+    from astropy.utils.masked import Masked
+
+    if isinstance(value, Masked):
+        return value.unmasked, np.asarray(value.mask, dtype=bool)
+    if np.ma.isMaskedArray(value):
+        return np.ma.getdata(value), np.ma.getmaskarray(value)
+    return value, None
+
+
 def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, ivar, mask):
-    """Quantity or ndarray flux with an explicit wavelength -> groups."""
+    """Quantity or ndarray flux with an explicit wavelength -> groups.
+
+    Masked values of a `numpy.ma` or astropy ``Masked`` flux, ivar or
+    uncertainty are bad pixels (no weight), like ``mask=``.
+    """
+    flux, flux_mask = _split_masked(flux)
+    ivar, ivar_mask = _split_masked(ivar)
+    uncertainty, unc_mask = (_split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
+                             else (uncertainty, None))
+    masks = [m for m in (flux_mask, ivar_mask, unc_mask) if m is not None]
+    if masks:
+        shape = np.shape(flux)
+        combined = np.zeros(shape, bool) if mask is None else np.broadcast_to(
+            np.asarray(mask, dtype=bool), shape).copy()
+        for m in masks:
+            combined |= np.broadcast_to(m, shape)
+        mask = combined
     if wavelength is None:
-        raise ValueError("plain arrays and Quantities need wavelength= (a Quantity, or an "
+        raise InputError("plain arrays and Quantities need wavelength= (a Quantity, or an "
                          "array with wavelength_unit=)")
     if isinstance(flux, u.Quantity):
         unit = flux.unit
         if flux_unit is not None:
             if unit != u.dimensionless_unscaled and u.Unit(flux_unit) != unit:
-                raise ValueError(f"flux already has unit {unit}; flux_unit= is only for "
+                raise InputError(f"flux already has unit {unit}; flux_unit= is only for "
                                  "plain arrays")
             unit = u.Unit(flux_unit)
         values = np.asarray(flux.value)
@@ -876,10 +904,10 @@ def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, 
                             "as a Quantity / numeric array with wavelength=")
         unit = u.dimensionless_unscaled if flux_unit is None else u.Unit(flux_unit)
     if values.ndim == 0:
-        raise ValueError("flux is a scalar; give at least 2 pixels")
+        raise InputError("flux is a scalar; give at least 2 pixels")
     if isinstance(wavelength, u.Quantity):
         if wavelength_unit is not None and u.Unit(wavelength_unit) != wavelength.unit:
-            raise ValueError("wavelength is a Quantity; wavelength_unit= is only for arrays")
+            raise InputError("wavelength is a Quantity; wavelength_unit= is only for arrays")
         w_unit, w_value = wavelength.unit, np.asarray(wavelength.value, dtype=np.float64)
     else:
         if wavelength_unit is None:
@@ -901,7 +929,7 @@ def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, 
         return [_Group([arm], flat.shape[0])]
     w_flat = w_value.reshape(-1, w_value.shape[-1])
     if w_flat.shape[0] != flat.shape[0]:
-        raise ValueError(f"wavelength has shape {w_value.shape} but flux has shape {shape}; "
+        raise InputError(f"wavelength has shape {w_value.shape} but flux has shape {shape}; "
                          "give one spectral axis for all spectra or one per spectrum")
     uniq, inverse = np.unique(w_flat, axis=0, return_inverse=True)
     inverse = inverse.ravel()
@@ -1033,9 +1061,9 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
 
 def _check_options(min_coverage, on_invalid):
     if on_invalid not in ("raise", "flag"):
-        raise ValueError(f"on_invalid must be 'raise' or 'flag', not {on_invalid!r}")
+        raise InputError(f"on_invalid must be 'raise' or 'flag', not {on_invalid!r}")
     if not 0 <= min_coverage <= 1:
-        raise ValueError(f"min_coverage must be a fraction in [0, 1], not {min_coverage}")
+        raise InputError(f"min_coverage must be a fraction in [0, 1], not {min_coverage}")
 
 
 def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=1):
@@ -1049,7 +1077,7 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
             g.out_rows = slice(total, total + g.n_rows)
         total += g.n_rows
     if total == 0:
-        raise ValueError("no spectra given (zero rows)")
+        raise InputError("no spectra given (zero rows)")
 
     out = grid.WAVELENGTH_EDGES
     ops = []
@@ -1060,12 +1088,12 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
         hi = max(arm.edges[-1] for arm in g.arms)
         where = f"{g.arms[0].label}" if len(g.arms) == 1 else "the arms"
         if cover == 0:
-            raise ValueError(
+            raise InputError(
                 f"{where} span {lo:.6g}-{hi:.6g} Angstrom and do not overlap the DESI grid "
                 f"({grid.WAVE_MIN:g}-{grid.WAVE_MAX:g} Angstrom, vacuum, observed frame); "
                 "check the spectral axis unit and that the spectra are in the observed frame")
         if cover < min_coverage:
-            raise ValueError(
+            raise InputError(
                 f"{where} span {lo:.6g}-{hi:.6g} Angstrom and cover {cover:.1%} of the DESI "
                 f"grid ({grid.WAVE_MIN:g}-{grid.WAVE_MAX:g} Angstrom), less than "
                 f"min_coverage={min_coverage:g}; check the spectral axis unit, or lower "
@@ -1097,7 +1125,7 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
         listed = "; ".join(f"row {i}: {problem[i]} (coverage {coverage[i]:.1%})"
                            for i in bad[:10])
         more = f" and {bad.size - 10} more" if bad.size > 10 else ""
-        raise ValueError(
+        raise InputError(
             f"{bad.size} of {total} spectra are unusable: {listed}{more}. Remove them, fix "
             "their flux/uncertainty/mask, lower min_coverage, or pass on_invalid='flag' to "
             "keep them flagged (VALID = False)")
@@ -1198,11 +1226,11 @@ def _assemble_meta(groups, total, meta):
     if meta is not None:
         extra = meta if isinstance(meta, Table) else Table(dict(meta))
         if len(extra) != total:
-            raise ValueError(f"meta has {len(extra)} rows for {total} spectra; give one row "
+            raise InputError(f"meta has {len(extra)} rows for {total} spectra; give one row "
                              "per spectrum in the output order")
         for name in extra.colnames:
             if name in table.colnames or name in _FILLED_COLUMNS:
-                raise ValueError(f"meta column {name!r} clashes with a column astroclip "
+                raise InputError(f"meta column {name!r} clashes with a column astroclip "
                                  "fills; rename it")
             table[name] = extra[name]
     return table

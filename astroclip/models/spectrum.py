@@ -288,9 +288,19 @@ class SpectrumEncoder(nn.Module):
         return flux
 
     def standardize(self, flux):
-        """``(flux - mu) / sigma`` with ``sigma = max(std, min_std)``; returns (x, mu, sigma)."""
+        """``(flux - mu) / sigma`` with ``sigma = max(std, min_std)``; returns (x, mu, sigma).
+
+        Rows whose float32 sums overflow (fluxes near 1e19 and above) get their
+        statistics from the flux divided by its largest absolute value, so a
+        huge pixel gives a huge ``sigma``, never NaN.
+        """
         mu = flux.mean(dim=1, keepdim=True)
-        sigma = flux.std(dim=1, keepdim=True).clamp_min(self.min_std)
+        sigma = flux.std(dim=1, keepdim=True)
+        scale = flux.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+        overflow = ~(torch.isfinite(mu) & torch.isfinite(sigma))
+        mu = torch.where(overflow, (flux / scale).mean(dim=1, keepdim=True) * scale, mu)
+        sigma = torch.where(overflow, (flux / scale).std(dim=1, keepdim=True) * scale, sigma)
+        sigma = sigma.clamp_min(self.min_std)
         return (flux - mu) / sigma, mu, sigma
 
     def tokenize(self, flux, *, check=True):

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_path, check_output_path
-from ..exceptions import InputError
+from ..exceptions import InputError, ModelFormatError
 from .convert import read_checkpoint
 from .convert import read_released_checkpoint  # noqa: F401 - its historical import path
 
@@ -170,21 +170,70 @@ def save_model(model, out, *, overwrite=False, metadata=None):
     return out
 
 
+_REWRITE = "copy the model folder again, or write it anew with save_model (or convert-weights)"
+
+
 def read_model_config(path):
-    """The parsed ``config.json`` of a model folder (format checked)."""
+    """The parsed ``config.json`` of a model folder (format checked).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``config.json``.
+    ModelFormatError
+        (a `ValueError`) Not JSON, not an object, another format, a newer
+        format version, or no ``class``/``config`` entries.
+    """
     path = Path(path)
     cfg_path = path / CONFIG_FILE if path.is_dir() else path
     if not cfg_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {path}: not an astroclip model folder "
                                 "(convert released checkpoints with `astroclip convert-weights`)")
-    doc = json.loads(cfg_path.read_text())
+    try:
+        doc = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{cfg_path} is not valid JSON ({exc}); the model folder is "
+                               f"damaged: {_REWRITE}") from None
+    if not isinstance(doc, dict):
+        raise ModelFormatError(f"{cfg_path} is not a JSON object (it holds a "
+                               f"{type(doc).__name__}); {_REWRITE}")
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path} is not an astroclip weights config (format "
-                         f"{doc.get('format')!r})")
-    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{cfg_path} has format_version {doc['format_version']}, newer than "
-                         f"this astroclip understands ({FORMAT_VERSION}); upgrade astroclip")
+        raise ModelFormatError(f"{cfg_path} is not an astroclip weights config (format "
+                               f"{doc.get('format')!r}); {_REWRITE}")
+    try:
+        version = int(doc.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise ModelFormatError(f"{cfg_path} has an unreadable format_version "
+                               f"{doc.get('format_version')!r}; {_REWRITE}") from None
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(f"{cfg_path} has format_version {doc['format_version']}, newer "
+                               f"than this astroclip understands ({FORMAT_VERSION}); upgrade "
+                               "astroclip")
+    for key, kind in (("class", str), ("config", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise ModelFormatError(f"{cfg_path} has no {key!r} entry (a {kind.__name__}); "
+                                   f"{_REWRITE}")
     return doc
+
+
+def _check_tensors(state, source):
+    """Refuse non-finite weights; cast floating tensors of another dtype to float32 (warning)."""
+    from ..exceptions import AstroclipWarning
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFormatError(f"{source} holds NaN or infinite weights ({_summary(bad)}); the "
+                               f"model is broken (a diverged training run?): {_REWRITE}, or "
+                               "train it again")
+    other = sorted({str(v.dtype).replace("torch.", "") for v in state.values()
+                    if v.is_floating_point() and v.dtype != torch.float32})
+    if other:
+        import warnings
+        warnings.warn(f"{source} stores {', '.join(other)} weights; they were cast to float32, "
+                      "the precision the models run in (save the model again to keep it in "
+                      "float32)", AstroclipWarning, stacklevel=3)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state
 
 
 def _build(name, config, *, device=None):
@@ -231,10 +280,21 @@ def load_model(path, *, device="cpu", eval=True):
     """
     from safetensors.torch import load_file
 
+    from safetensors import SafetensorError
+
     doc = read_model_config(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    state = load_file(folder / WEIGHTS_FILE, device="cpu")
-    model = _build_loaded(doc["class"], doc["config"], state, source=str(folder / WEIGHTS_FILE))
+    weights = folder / WEIGHTS_FILE
+    try:
+        state = load_file(weights, device="cpu")
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        size = weights.stat().st_size if weights.exists() else 0
+        raise ModelFormatError(f"{weights} ({size} bytes) cannot be read: it is truncated or "
+                               f"corrupt ({exc}); {_REWRITE}") from None
+    state = _check_tensors(state, weights)
+    model = _build_loaded(doc["class"], doc["config"], state, source=str(weights))
     model.to(device)
     return model.eval() if eval else model
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import InputError
 from ..inputs import grid
 
 __all__ = ["SurveyConfig", "generate_chunk", "simulate_catalog", "simulate_survey",
@@ -81,7 +82,7 @@ class SurveyConfig:
     >>> SurveyConfig(zmin=0.5, zmax=0.2)
     Traceback (most recent call last):
     ...
-    ValueError: impossible redshift limits zmin=0.5 >= zmax=0.2; choose 0 <= zmin < zmax <= 1
+    astroclip.exceptions.InputError: impossible redshift limits zmin=0.5 >= zmax=0.2; ...
     """
 
     seed: int = 0
@@ -98,36 +99,36 @@ class SurveyConfig:
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
                 or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("zmin", "zmax", "rmax", "exptime", "neighbours", "mask_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+                raise InputError(f"{name} must be a finite number, got {value!r}")
         if self.zmin < 0 or self.zmax > _MAX_Z or self.zmin >= self.zmax:
-            raise ValueError(f"impossible redshift limits zmin={self.zmin} >= zmax={self.zmax}; "
+            raise InputError(f"impossible redshift limits zmin={self.zmin} >= zmax={self.zmax}; "
                              f"choose 0 <= zmin < zmax <= {_MAX_Z:g}"
                              if self.zmin >= self.zmax else
                              f"redshift limits {self.zmin}..{self.zmax} are outside 0..{_MAX_Z:g} "
                              "(the population and templates cover z <= 1)")
         if self.rmin is not None:
             if not isinstance(self.rmin, (int, float, np.number)) or not math.isfinite(self.rmin):
-                raise ValueError(f"rmin must be a finite number or None, got {self.rmin!r}")
+                raise InputError(f"rmin must be a finite number or None, got {self.rmin!r}")
             if self.rmin >= self.rmax:
-                raise ValueError(f"impossible magnitude limits rmin={self.rmin} >= "
+                raise InputError(f"impossible magnitude limits rmin={self.rmin} >= "
                                  f"rmax={self.rmax}; choose rmin < rmax (or rmin=None)")
         if not 10.0 <= self.rmax <= 26.0:
-            raise ValueError(f"rmax={self.rmax} is not a plausible r magnitude limit; choose "
+            raise InputError(f"rmax={self.rmax} is not a plausible r magnitude limit; choose "
                              "10 <= rmax <= 26 (the BGS limit is 19.5)")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
                 or self.image_size < 16:
-            raise ValueError(f"image_size must be an integer >= 16, got {self.image_size!r}")
+            raise InputError(f"image_size must be an integer >= 16, got {self.image_size!r}")
         if self.exptime <= 0:
-            raise ValueError(f"exptime must be positive (seconds), got {self.exptime}")
+            raise InputError(f"exptime must be positive (seconds), got {self.exptime}")
         if self.neighbours < 0 or self.mask_rate < 0:
-            raise ValueError("neighbours and mask_rate are mean counts and must be >= 0")
+            raise InputError("neighbours and mask_rate are mean counts and must be >= 0")
         split = tuple(float(x) for x in self.split)
         if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-            raise ValueError(f"split must be 3 non-negative fractions (train, val, test) "
+            raise InputError(f"split must be 3 non-negative fractions (train, val, test) "
                              f"summing to 1, got {self.split!r}")
         object.__setattr__(self, "split", split)
 
@@ -318,7 +319,7 @@ def _check_n(n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n must be an integer number of galaxies, got {n!r}")
     if n <= 0:
-        raise ValueError(f"n must be a positive number of galaxies, got {n}")
+        raise InputError(f"n must be a positive number of galaxies, got {n}")
     return int(n)
 
 
@@ -460,11 +461,11 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     config = SurveyConfig.from_options(seed=seed, **options)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
             or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if workers is None:
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+        raise InputError(f"workers must be a positive integer or None, got {workers!r}")
     out = check_output_path(out, overwrite=overwrite)
     if progress is None:
         progress = bool(conf.progress)

@@ -37,6 +37,8 @@ from ..data.augment import alignment_augment
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
                      resolve_accelerator, save_run, StepDataModule, train_val_sets,
                      adamw_warmup_cosine, world_size)
+from .common import check_resume_run
+from ..exceptions import InputError
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
            "resolve_spectrum_encoder", "build_clip_model", "align"]
@@ -239,7 +241,7 @@ class AlignmentModule(pl.LightningModule):
     def configure_optimizers(self):
         params = list(self.model.trainable_parameters())
         if not params:
-            raise ValueError("the freezing policy leaves no parameter to train; use "
+            raise InputError("the freezing policy leaves no parameter to train; use "
                              "freeze='paper' or 'none'")
         return adamw_warmup_cosine(params, self.hparams)
 
@@ -296,7 +298,7 @@ def resolve_image_encoder(image_model, *, preset="paper"):
         if isinstance(model, AstroCLIP):
             return model.image_encoder, True
         if not isinstance(model, ImageEncoder):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not an image encoder; pass "
+            raise InputError(f"{path} holds a {type(model).__name__}, not an image encoder; pass "
                              "a folder written by pretrain_images or align")
         return _with_alignment_head(model, preset), True
     if path.is_file():
@@ -310,7 +312,7 @@ def resolve_image_encoder(image_model, *, preset="paper"):
                           f"{preset!r} image head; the head starts from a fresh initialisation")
         load_backbone_weights(enc.backbone, sd, include_head=with_head)
         return enc, True
-    raise ValueError(f"image_model={image_model!r} is neither an image preset "
+    raise InputError(f"image_model={image_model!r} is neither an image preset "
                      f"({sorted(IMAGE_PRESETS)}) nor an existing weights file or folder")
 
 
@@ -358,7 +360,7 @@ def resolve_spectrum_encoder(spectrum_model, *, pooling):
             return model, True
         if isinstance(model, SpectrumEncoder):
             return wrap(model), True
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a spectrum model")
+        raise InputError(f"{path} holds a {type(model).__name__}, not a spectrum model")
     if path.is_file():
         from ..models.weights import convert_specformer, read_released_checkpoint
         state, hparams = read_released_checkpoint(path)
@@ -366,7 +368,7 @@ def resolve_spectrum_encoder(spectrum_model, *, pooling):
         enc = SpectrumEncoder(**cfg)
         enc.load_state_dict(sd, strict=True)
         return wrap(enc), True
-    raise ValueError(f"spectrum_model={spectrum_model!r} is neither a spectrum preset "
+    raise InputError(f"spectrum_model={spectrum_model!r} is neither a spectrum preset "
                      f"({sorted(SPECTRUM_PRESETS)}) nor an existing weights file or folder")
 
 
@@ -415,7 +417,7 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
     else:
         image, img_pre = resolve_image_encoder(image_model, preset=image_preset or img_preset)
     if embed_dim is not None and int(embed_dim) != image.embed_dim:
-        raise ValueError(f"embed_dim={embed_dim} but the image encoder embeds into "
+        raise InputError(f"embed_dim={embed_dim} but the image encoder embeds into "
                          f"{image.embed_dim} dimensions; choose an image model of that width")
     pool = dict(cfg["spectrum"].get("pooling", {}))
     pool.update(pooling or {})
@@ -547,13 +549,14 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
     """
     out = Path(out)
     if accumulate < 1:
-        raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        raise InputError(f"accumulate must be >= 1, got {accumulate}")
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
 
     train_set, val_set = train_val_sets(data, val_data)
     n_train = len(train_set)
     if n_train < 2:
-        raise ValueError(f"the training set has {n_train} pair(s); contrastive training needs at "
+        raise InputError(f"the training set has {n_train} pair(s); contrastive training needs at "
                          "least 2 (each pair's negatives are the other pairs of its batch)")
 
     pl.seed_everything(seed, verbose=False)
@@ -573,22 +576,22 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                        strategy=strategy)
     per = batch_size / (world * accumulate)
     if per != int(per) or per < 1:
-        raise ValueError(f"batch_size={batch_size} does not split into {world} device(s) x "
+        raise InputError(f"batch_size={batch_size} does not split into {world} device(s) x "
                          f"{accumulate} micro-batch(es); choose a multiple of {world * accumulate}")
     micro = int(per)
     if micro * (world if gather_negatives else 1) < 2:
-        raise ValueError(f"each contrastive micro-batch would hold {micro} pair(s); increase "
+        raise InputError(f"each contrastive micro-batch would hold {micro} pair(s); increase "
                          "batch_size or lower accumulate (at least 2 pairs per loss)")
     if micro > n_train:
-        raise ValueError(f"the micro-batch ({micro} pairs) is larger than the training set "
+        raise InputError(f"the micro-batch ({micro} pairs) is larger than the training set "
                          f"({n_train} pairs); lower batch_size")
     steps_per_epoch = max(1, n_train // (micro * world * accumulate))
     if max_steps is None:
         max_steps = 15000 if epochs is None else int(epochs) * steps_per_epoch
     elif epochs is not None:
-        raise ValueError("give max_steps or epochs, not both")
+        raise InputError("give max_steps or epochs, not both")
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
     val_every = steps_per_epoch if val_every is None else int(val_every)
     checkpoint_every = (min(1000, steps_per_epoch) if checkpoint_every is None
                         else int(checkpoint_every))

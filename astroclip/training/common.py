@@ -56,6 +56,8 @@ import torch
 
 from .._config import conf
 from .._optional import require
+from ..exceptions import (DataFileError, DeviceUnavailableError, InputError,
+                          ResumeMismatchError)
 
 pl = require("lightning.pytorch", purpose="training")
 from lightning.pytorch.accelerators import CUDAAccelerator  # noqa: E402
@@ -66,7 +68,8 @@ __all__ = [
     "step_seed", "step_generator", "StepBatchSampler", "build_train_loader",
     "StepDataModule", "fit_resumable", "StepSeedCallback", "AtomicCheckpoint",
     "find_resume_checkpoint", "check_run_folder",
-    "checkpoint_hparams", "check_resume_config", "train_val_sets", "default_periods",
+    "checkpoint_hparams", "check_resume_config", "check_resume_run", "data_identity",
+    "RUN_RECORD", "train_val_sets", "default_periods",
     "resolve_accelerator", "world_size", "save_run", "build_trainer",
     "resolve_precision", "resolve_dataset", "lightning_quiet", "CHECKPOINT_NAME",
 ]
@@ -88,10 +91,10 @@ class WarmupCosine:
 
     def __init__(self, *, warmup_steps, total_steps, min_lr_ratio=0.0):
         if warmup_steps < 0 or total_steps < 1:
-            raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got "
+            raise InputError(f"need warmup_steps >= 0 and total_steps >= 1, got "
                              f"{warmup_steps} and {total_steps}")
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+            raise InputError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr_ratio = float(min_lr_ratio)
@@ -165,7 +168,7 @@ def adamw_warmup_cosine(params, hparams):
     """
     params = [p for p in params if p.requires_grad]
     if not params:
-        raise ValueError("no parameter is left to train (all are frozen)")
+        raise InputError("no parameter is left to train (all are frozen)")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": hparams.weight_decay},
@@ -191,7 +194,7 @@ def step_seed(seed, *keys):
     """
     ints = [int(seed)] + [int(k) for k in keys]
     if any(i < 0 for i in ints):
-        raise ValueError(f"seeds and keys must be non-negative integers, got {ints}")
+        raise InputError(f"seeds and keys must be non-negative integers, got {ints}")
     state = np.random.SeedSequence(ints).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
@@ -259,9 +262,9 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, n_items, batch_size, *, seed=0, start=0, num_replicas=None, rank=None):
         if n_items < 1:
-            raise ValueError("the training dataset is empty; it needs at least one item")
+            raise InputError("the training dataset is empty; it needs at least one item")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.n_items = int(n_items)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -601,16 +604,116 @@ def check_resume_config(ckpt, key, config, *, what="model configuration"):
 
     Raises
     ------
-    ValueError
-        The checkpoint was trained with another configuration.
+    ResumeMismatchError
+        (a `ValueError`) The checkpoint was trained with another configuration.
     """
     if ckpt is None:
         return
     old = checkpoint_hparams(ckpt).get(key)
     if old is not None and _plain(old) != _plain(config):
-        raise ValueError(f"{ckpt} was trained with another {what} (its {key} differs: "
-                         f"{_plain(old)} != {_plain(config)}); use the same preset/options to "
-                         "resume, or overwrite=True to start over")
+        raise ResumeMismatchError(
+            f"{ckpt} was trained with another {what} (its {key} differs: {_plain(old)} != "
+            f"{_plain(config)}); use the same preset/options to resume, or overwrite=True "
+            "(--overwrite --no-resume) to start over")
+
+
+#: File of a run folder recording what the run trains on and with (see `check_resume_run`).
+RUN_RECORD = "run.json"
+
+_RUN_LABELS = {"data": "data", "lr": "learning rate (lr)", "batch_size": "batch size",
+               "seed": "seed"}
+
+
+def data_identity(data):
+    """What identifies a training set: a file's `~astroclip._io.file_identity`, else its content.
+
+    Paths give their size, mtime and sampled-bytes hash; arrays and tensors the
+    sha256 of their bytes; other datasets their type and length.
+    """
+    import hashlib
+
+    from .._io import file_identity
+
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        return file_identity(path) if path.is_file() else {"path": str(path)}
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        array = np.ascontiguousarray(data.detach().cpu().numpy() if isinstance(data, torch.Tensor)
+                                     else data)
+        h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+        h.update(memoryview(array).cast("B"))
+        return {"array_sha256": h.hexdigest()}
+    size = len(data) if hasattr(data, "__len__") else None
+    return {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", "len": size}
+
+
+def _same_data(a, b):
+    if "sample_sha256" in a and "sample_sha256" in b:
+        from .._io import same_file_identity
+        return same_file_identity(a, b)
+    return a == b
+
+
+def check_resume_run(out_dir, ckpt, *, data, **settings):
+    """Record what a run is made of, and refuse to resume it with other data or settings.
+
+    A fresh run (``ckpt`` None) writes ``<out_dir>/run.json`` with the
+    `data_identity` of ``data`` and ``settings`` (learning rate, batch size,
+    seed).  Resuming compares them with the record (or, for a run folder
+    without one, with the ``lr``/``seed`` saved in the checkpoint's
+    hyper-parameters): the metadata saved at the end would otherwise misreport
+    a run trained on two data sets or with two settings.
+
+    Raises
+    ------
+    ResumeMismatchError
+        (a `ValueError`) The run in ``out_dir`` used other data or settings.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from astroclip.training.common import check_resume_run
+    >>> check_resume_run(tempfile.mkdtemp(), None, data=[1, 2], lr=1e-3, seed=0)
+    """
+    import json
+
+    from .._io import atomic_path
+
+    out_dir = Path(out_dir)
+    record_path = out_dir / RUN_RECORD
+    current = {"data": data_identity(data), **_plain(settings)}
+    if ckpt is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record_path) as tmp:
+            Path(tmp).write_text(json.dumps(current, indent=1, default=repr))
+        return
+    if record_path.is_file():
+        try:
+            earlier = json.loads(record_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{record_path} is not readable JSON ({exc}); pass "
+                                "overwrite=True (--overwrite --no-resume) to start over") from None
+    else:  # a run folder written before the record existed: what the checkpoint saved
+        hparams = checkpoint_hparams(ckpt)
+        earlier = {k: _plain(hparams[k]) for k in ("lr", "seed") if k in hparams}
+    differ = []
+    for key, now in current.items():
+        if key not in earlier:
+            continue
+        old = earlier[key]
+        same = _same_data(old, now) if key == "data" else old == json.loads(
+            json.dumps(now, default=repr))
+        if not same:
+            if key == "data":
+                differ.append(f"data: earlier {old.get('path', old)}, now {now.get('path', now)}"
+                              " (another file, or the file changed)")
+            else:
+                differ.append(f"{_RUN_LABELS.get(key, key)}: earlier {old}, now {now}")
+    if differ:
+        raise ResumeMismatchError(
+            f"the run in {out_dir} cannot be resumed with these settings: {'; '.join(differ)}. "
+            "Resume with the data and settings of the run, or pass overwrite=True with "
+            "resume=False (--overwrite --no-resume) to start over")
 
 
 def train_val_sets(data, val_data=None, *, resolve=None):
@@ -651,10 +754,26 @@ def resolve_accelerator(device, accelerator, devices):
     return dev.type, 1
 
 
+def _trainer(**kwargs):
+    """`lightning.pytorch.Trainer`, with the device settings a user got wrong as our errors."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**kwargs)
+    except MisconfigurationException as exc:
+        settings = ", ".join(f"{k}={kwargs[k]!r}" for k in ("accelerator", "devices", "strategy",
+                                                              "precision") if k in kwargs)
+        text = " ".join(str(exc).split())
+        cls = (DeviceUnavailableError if any(w in text.lower() for w in (
+            "backend", "not available", "no supported", "cuda", "mps")) else InputError)
+        raise cls(f"Lightning cannot run with {settings}: {text}; check --accelerator, "
+                  "--devices and --strategy (or pass --device cpu)") from exc
+
+
 def world_size(**kwargs):
     """Processes of a run with these Lightning settings (a throw-away trainer tells)."""
     with lightning_quiet():
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        trainer = _trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, **kwargs)
     return int(trainer.world_size)
 
@@ -748,7 +867,7 @@ def build_trainer(*, out_dir, max_steps, accelerator="auto", devices="auto", num
     from lightning.pytorch.loggers import CSVLogger
 
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -772,7 +891,7 @@ def build_trainer(*, out_dir, max_steps, accelerator="auto", devices="auto", num
         if limit_val_batches is not None:
             kwargs["limit_val_batches"] = limit_val_batches
     with lightning_quiet():
-        return pl.Trainer(
+        return _trainer(
             default_root_dir=out_dir, max_steps=int(max_steps), max_epochs=-1,
             accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
             precision=resolve_precision(precision, accelerator),

@@ -39,6 +39,8 @@ from ..models.presets import get_preset
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, save_run, step_generator,
                      StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
+from .common import check_resume_run
+from ..exceptions import InputError
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
            "pretrain_images"]
@@ -138,9 +140,9 @@ class MoCoPretraining(pl.LightningModule):
                  max_steps=1000, min_lr_ratio=0.0, seed=0, augment_options=None):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer={optimizer!r} must be 'sgd' or 'adamw'")
+            raise InputError(f"optimizer={optimizer!r} must be 'sgd' or 'adamw'")
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+            raise InputError(f"momentum must be in [0, 1], got {momentum}")
         self.save_hyperparameters()
         self.encoder_q = ImageEncoder(**encoder_config)
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -331,28 +333,29 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
     with torch.device("meta"):
         ImageEncoder(**config)  # validates the configuration cheaply
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
     if batch_size < 2:
-        raise ValueError(f"batch_size={batch_size}: MoCo needs at least 2 images per batch")
+        raise InputError(f"batch_size={batch_size}: MoCo needs at least 2 images per batch")
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     check_resume_config(ckpt, "encoder_config", config, what="encoder configuration")
 
     train_set, val_set = train_val_sets(data, val_data)
     if len(train_set) < 2:
-        raise ValueError(f"the training set has {len(train_set)} image(s); MoCo needs at least 2")
+        raise InputError(f"the training set has {len(train_set)} image(s); MoCo needs at least 2")
     if batch_size > len(train_set):
-        raise ValueError(f"batch_size={batch_size} is larger than the training set "
+        raise InputError(f"batch_size={batch_size} is larger than the training set "
                          f"({len(train_set)} images); lower batch_size")
 
     accelerator, devices = resolve_accelerator(device, accelerator, devices)
     world = world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                        strategy=strategy)
     if queue_size < batch_size * world:
-        raise ValueError(f"queue_size={queue_size} is smaller than one global batch "
+        raise InputError(f"queue_size={queue_size} is smaller than one global batch "
                          f"({batch_size * world}); enlarge the queue")
     if lr is None:
         lr = 0.03 * batch_size * world / 256 if optimizer == "sgd" else 1e-3
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
     checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
     if warmup_steps is None:
         warmup_steps = max(1, max_steps // 20)

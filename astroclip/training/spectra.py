@@ -22,6 +22,8 @@ from ..models.spectrum import SpectrumEncoder, masked_mse
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
                      step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
+from .common import check_resume_run
+from ..exceptions import InputError
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
            "pretrain_spectra"]
@@ -216,10 +218,11 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
     with torch.device("meta"):
         SpectrumEncoder(**config)  # validates the configuration cheaply
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise InputError(f"max_steps must be >= 1, got {max_steps}")
 
     ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
     check_resume_config(ckpt, "model_config", config)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
 
     train_set, val_set = train_val_sets(data, val_data, resolve=_as_dataset)
     checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
