@@ -58,7 +58,7 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         # build the population before DataLoader workers fork, and check the limits
         limits = self.config.limits
         population_model().selection(limits["zmin"], limits["zmax"], limits["rmin"],
-                                     limits["rmax"])
+                                     limits["rmax"], self.config.continuum)
         self._index = None
         if split is not None:
             from ..data.hdf5 import split_codes
