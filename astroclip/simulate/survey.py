@@ -198,10 +198,12 @@ def generate_chunk(config, start, stop, *, pixels=True):
     return arrays, truth
 
 
-def _generate(config, start, stop, *, pixels=True, timings=None):
+def _generate(config, start, stop, *, pixels=True, timings=None, index=None, images=True):
     """`generate_chunk` with the truth as a dict of arrays (no Table overhead).
 
     ``timings``, a dict, accumulates the CPU time (s) of each stage (benchmarks).
+    ``index`` (galaxy indices) replaces ``start .. stop - 1``; ``images=False`` makes the
+    spectra without the images (the same spectra: images are drawn after them).
     """
     import time
 
@@ -220,7 +222,8 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
     from .spectra import (EMISSION_LINES, desi_part, line_fluxes, milky_way_transmission,
                           model_spectra, observe_spectra)
 
-    index = np.arange(int(start), int(stop))
+    index = np.arange(int(start), int(stop)) if index is None else \
+        np.asarray(index, dtype=np.int64)
     rngs = galaxy_rngs(config.seed, index)
     pop = draw_population(rngs, **config.limits, continuum=config.continuum)
     tick("population")
@@ -289,11 +292,13 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
         flux, ivar, exptime = observe_spectra(fibre, rngs, exptime=config.exptime,
                                               mask_rate=config.mask_rate)
         tick("spectra noise")
-        images, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
+        arrays = {"flux": flux, "ivar": ivar}
+        cols["EXPTIME"] = exptime
+    if pixels and images:
+        stamps, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
                                      neighbours=config.neighbours)
         tick("images")
-        arrays = {"flux": flux, "ivar": ivar, "image": images}
-        cols["EXPTIME"] = exptime
+        arrays["image"] = stamps
         for j, band in enumerate(grid.BANDS):
             cols[f"PSF_SIGMA_{band.upper()}"] = info["psf_sigma"][:, j]
             cols[f"NOISE_SIGMA_{band.upper()}"] = info["noise_sigma"][:, j]
