@@ -59,6 +59,10 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         limits = self.config.limits
         population_model().selection(limits["zmin"], limits["zmax"], limits["rmin"],
                                      limits["rmax"], self.config.continuum)
+        if self.config.continuum == "ssp":
+            from .ssp import highres_templates
+
+            highres_templates()
         self._index = None
         if split is not None:
             from ..data.hdf5 import split_codes

@@ -380,8 +380,11 @@ def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
 
 def _worker_init():
     from .population import population_model
+    from .ssp import continuum_available, highres_templates
 
     population_model()
+    if continuum_available():
+        highres_templates()
 
 
 def _chunk_job(args):
