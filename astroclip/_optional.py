@@ -19,6 +19,8 @@ OPTIONAL = {
     "faiss": ("faiss-cpu", "search"),
     "kcorrect": ("kcorrect", "simulate"),
     "speclite": ("speclite", "simulate"),
+    "bagpipes": ("bagpipes", "simulate"),
+    "fastspecfit": ("fastspecfit", "test"),
     "matplotlib": ("matplotlib", "plot"),
     "sklearn": ("scikit-learn", "plot"),
     "umap": ("umap-learn", None),

