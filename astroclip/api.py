@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from astropy.table import Table
-from tqdm.auto import tqdm
 
 from . import __version__
+from ._arrays import rows_text
 from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_free_space, check_output_path, disk_errors, file_identity
 from ._optional import require
+from ._progress import progress_bar, progress_enabled
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .inputs import grid
@@ -159,10 +160,9 @@ def _check_embedding(emb, n, fn):
                          "that pools its output")
 
 
-def _rows_text(rows, limit=10):
+def _rows_text(rows):
     """'row 3' or 'rows 3, 10, 11, ...'."""
-    shown = ", ".join(str(int(r)) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
-    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+    return f"row{'s' if len(rows) > 1 else ''} {rows_text(rows)}"
 
 
 def _check_finite(block, *, first_row, desc, source, produced):
@@ -196,8 +196,8 @@ def _run_batches(fn, array, *, batch_size, device, progress, desc, first_row=0, 
     if n == 0:
         raise InputError(f"nothing to embed: the input holds no {desc}")
     out = None
-    bar = tqdm(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
-               disable=not progress or n <= batch_size, leave=False)
+    bar = progress_bar(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
+                       progress=progress, min_total=batch_size, leave=False)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             block = np.ascontiguousarray(array[start:start + batch_size], dtype=np.float32)
@@ -219,9 +219,8 @@ def _options(device, batch_size, progress):
     batch_size = int(conf.batch_size if batch_size is None else batch_size)
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}")
-    progress = conf.progress if progress is None else progress
     device = conf.device if device is None else device
-    return device, batch_size, bool(progress)
+    return device, batch_size, progress_enabled(progress)
 
 
 def _finish(embeddings, meta, model, *, normalize, as_table, modality):
@@ -975,8 +974,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
 def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress):
     """Embed and write (atomically, after a free-space check) every chunk not in ``done``."""
     stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
-    bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
-               disable=not progress)
+    bar = progress_bar(total=len(chunks), initial=len(done), desc="embedding catalogue",
+                       unit="chunk", progress=progress)
     for i in range(len(chunks)):
         if i in done:
             continue

@@ -26,10 +26,11 @@ import numpy as np
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
-from ._config import conf
 from .exceptions import AstroclipWarning, InputError, NonFiniteError
 from .inputs.grid import BANDS, NANOMAGGY, NANOMAGGY_EQUIVALENCY
-from .search import SimilarityIndex, _as_embeddings, _rows_text, _tqdm
+from ._arrays import as_embeddings as _as_embeddings, rows_text as _rows_text
+from ._progress import progress_bar
+from .search import SimilarityIndex
 
 __all__ = [
     "knn_regression",
@@ -261,9 +262,8 @@ def knn_regression(train_embeddings, train_targets, test_embeddings, *, k=64,
     y = targets.values
     pred = np.empty((xte.shape[0], y.shape[1]), dtype=np.float64)
     nb = max(1, math.ceil(xte.shape[0] / batch_size))
-    enabled = (conf.progress if progress is None else bool(progress)) and nb > 1
-    for start in _tqdm(range(0, xte.shape[0], batch_size), total=nb, desc="k-NN",
-                       enabled=enabled):
+    for start in progress_bar(range(0, xte.shape[0], batch_size), total=nb, desc="k-NN",
+                              unit="batch", progress=progress, min_total=1):
         q = xte[start:start + batch_size]
         _, rows = index.search_arrays(q, k=k, batch_size=batch_size, progress=False)
         # weights in float64, in sub-batches to bound memory (sub * k * D * 8 bytes)
@@ -492,9 +492,8 @@ class FewShotRegressor:
             yv = torch.from_numpy(ys[val_idx]).to(device)
             best, best_state, best_epoch, stale = math.inf, None, 0, 0
             history = {"epoch": [], "train_loss": [], "val_loss": []}
-            enabled = conf.progress if self.progress is None else bool(self.progress)
-            epochs = _tqdm(range(1, self.max_epochs + 1), total=self.max_epochs,
-                           desc="MLP head", enabled=enabled)
+            epochs = progress_bar(range(1, self.max_epochs + 1), desc="MLP head",
+                                  unit="epoch", progress=self.progress)
             for epoch in epochs:
                 model.train()
                 order = torch.randperm(xt.shape[0], generator=gen)

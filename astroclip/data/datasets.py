@@ -29,6 +29,7 @@ import astropy.units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .._progress import progress_bar
 from ..exceptions import InputError
 from ..inputs import grid
 from . import hdf5 as _h5
@@ -646,14 +647,9 @@ def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_worke
     >>> from astroclip.data.datasets import convert_to_paired
     >>> convert_to_paired("astroclip_desi.1.1.5.h5", "paper.h5")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-    from .._config import conf
-
     dataset = source if isinstance(source, PairedDataset) else PairedDataset(source)
     if len(dataset) == 0:
         raise InputError("the source has no rows to convert")
-    if progress is None:
-        progress = bool(conf.progress)
     table = dataset.table
     size = int(dataset[0]["image"].shape[-1])
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
@@ -662,7 +658,7 @@ def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_worke
     with _h5.PairedDatasetWriter(path, overwrite=overwrite, label_names=dataset.label_names,
                                  image_size=size, chunk_rows=chunk_rows,
                                  attrs={"source_layout": dataset.layout}) as writer:
-        for batch in tqdm(loader, disable=not progress, desc="convert", unit="batch"):
+        for batch in progress_bar(loader, desc="convert", unit="batch", progress=progress):
             n = len(batch["targetid"])
             rows = table[start:start + n]
             nan = np.full(n, np.nan)

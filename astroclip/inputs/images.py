@@ -28,7 +28,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from . import grid
-from .spectra import _split_masked
+from .._arrays import split_masked
 from ..exceptions import InputError
 
 __all__ = ["PreparedImages", "prepare_images", "color_map", "read_image_file",
@@ -485,7 +485,7 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                     out[-1].source = f"{out[-1].source}[{k}]"
             return out
     # arrays and Quantities; masked pixels (numpy.ma, astropy Masked) become NaN, then filled
-    images, masked = _split_masked(images)
+    images, masked = split_masked(images)
     if isinstance(images, u.Quantity):
         own, data = images.unit, images.value
     elif isinstance(images, np.ndarray) or np.isscalar(images) or hasattr(images, "__array__"):

@@ -27,6 +27,8 @@ from astropy.nddata import (NDUncertainty, StdDevUncertainty, VarianceUncertaint
 from astropy.table import Table
 
 from . import grid
+from .._arrays import split_masked
+from .._progress import progress_bar
 from ..exceptions import InputError
 
 __all__ = ["PreparedSpectra", "prepare_spectra", "resample_flux_conserving",
@@ -856,26 +858,15 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
                          flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask)
 
 
-def _split_masked(value):
-    """``(data, mask or None)`` of a `numpy.ma` or astropy ``Masked`` array (others: as is)."""
-    from astropy.utils.masked import Masked
-
-    if isinstance(value, Masked):
-        return value.unmasked, np.asarray(value.mask, dtype=bool)
-    if np.ma.isMaskedArray(value):
-        return np.ma.getdata(value), np.ma.getmaskarray(value)
-    return value, None
-
-
 def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, ivar, mask):
     """Quantity or ndarray flux with an explicit wavelength -> groups.
 
     Masked values of a `numpy.ma` or astropy ``Masked`` flux, ivar or
     uncertainty are bad pixels (no weight), like ``mask=``.
     """
-    flux, flux_mask = _split_masked(flux)
-    ivar, ivar_mask = _split_masked(ivar)
-    uncertainty, unc_mask = (_split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
+    flux, flux_mask = split_masked(flux)
+    ivar, ivar_mask = split_masked(ivar)
+    uncertainty, unc_mask = (split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
                              else (uncertainty, None))
     masks = [m for m in (flux_mask, ivar_mask, unc_mask) if m is not None]
     if masks:
@@ -1068,9 +1059,6 @@ def _check_options(min_coverage, on_invalid):
 
 def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=1):
     """Resample and combine normalised groups -> PreparedSpectra (shared with desi.py)."""
-    from tqdm.auto import tqdm
-    from .._config import conf
-
     total = 0
     for g in groups:
         if g.out_rows is None:
@@ -1106,9 +1094,8 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
     n_finite = np.zeros(total, np.int64)
     n_good = np.zeros(total, np.int64)
     ivar_known = np.zeros(total, bool)
-    show = conf.progress if progress is None else progress
-    with tqdm(total=total, disable=not show or total <= 4 * 1024, unit="spectra",
-              desc="prepare_spectra") as bar:
+    with progress_bar(total=total, desc="prepare_spectra", unit="spectra", progress=progress,
+                      min_total=4 * 1024) as bar:
         for g, g_ops in zip(groups, ops):
             _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar,
                        n_jobs)

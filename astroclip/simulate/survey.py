@@ -450,10 +450,8 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     >>> path = simulate_survey(100, out="mock.h5", seed=0)  # doctest: +SKIP
     >>> table, arrays = read_paired_dataset(path, split="test")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
-    from .._config import conf
     from .._io import check_output_path
+    from .._progress import progress_bar
     from ..data.hdf5 import PairedDatasetWriter
     from .population import population_model
 
@@ -467,8 +465,6 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InputError(f"workers must be a positive integer or None, got {workers!r}")
     out = check_output_path(out, overwrite=overwrite)
-    if progress is None:
-        progress = bool(conf.progress)
     population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")))
     attrs = {"source": "astroclip mock survey", "seed": int(config.seed),
              "options": repr(dataclasses.asdict(config))}
@@ -476,7 +472,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     with PairedDatasetWriter(out, overwrite=overwrite, label_names=LABEL_NAMES,
                              image_size=config.image_size, attrs=attrs,
                              compression=None) as writer, \
-            tqdm(total=n, disable=not progress, unit="gal", desc="simulate") as bar:
+            progress_bar(total=n, desc="simulate", unit="gal", progress=progress) as bar:
         # rows are appended in blocks of a fixed size, whatever chunk_size and workers, so
         # that the HDF5 chunk allocation - and hence the file's bytes - is always the same
         buffer = []
