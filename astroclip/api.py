@@ -30,6 +30,7 @@ from ._optional import require
 from ._progress import progress_bar, progress_enabled
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
+from .data.embeddings import embeddings_format, write_embeddings
 from .inputs import grid
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -431,10 +432,6 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
 
 
 # ----------------------------------------------------------------------------- catalogues
-_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".fits": "fits", ".fit": "fits",
-            ".parquet": "parquet"}
-_FITS_KEYS = {"model": "MODEL", "path": "MODELDIR", "astroclip_version": "ACLIPVER",
-              "weights_sha256": "WTSHA256", "modality": "MODALITY"}
 _MODALITIES = {"spectrum": ("spectrum",), "image": ("image",), "both": ("spectrum", "image")}
 
 
@@ -636,58 +633,20 @@ def _chunk_column(parts, n_chunks, key):
     return np.concatenate(pieces) if pieces else None
 
 
+def _chunk_blocks(parts, n_chunks, key):
+    """The ``key`` array of every chunk file, one chunk at a time."""
+    for i in range(n_chunks):
+        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+            yield z[key]
+
+
 def _write_output(parts, out, fmt, modalities, info, n_chunks):
     """Assemble the chunks into ``out`` (atomically; the chunks stay until it succeeds)."""
-    with disk_errors(out):
-        _assemble(parts, out, fmt, modalities, info, n_chunks)
-
-
-def _assemble(parts, out, fmt, modalities, info, n_chunks):
     ids = _chunk_column(parts, n_chunks, "targetid")
-    ids = np.zeros(0, np.int64) if ids is None else ids
-    valid = _chunk_column(parts, n_chunks, "valid")
-    problem = _chunk_column(parts, n_chunks, "problem")
-    width = 0
-    if n_chunks:
-        with np.load(parts / "chunk_0000000.npz") as z:
-            width = sum(z[m].shape[1] * 4 for m in modalities)
-    check_free_space(out, len(ids) * (8 + width + (0 if problem is None else
-                                                   1 + problem.dtype.itemsize)))
-    if fmt == "hdf5":
-        import h5py
-        with atomic_path(out) as tmp:
-            with h5py.File(tmp, "w") as h:
-                h.attrs.update({k: str(v) for k, v in info.items()})
-                h.create_dataset("targetid", data=ids)
-                if valid is not None:
-                    h.create_dataset("valid", data=valid)
-                    h.create_dataset("problem", data=problem.astype(object),
-                                     dtype=h5py.string_dtype())
-                for modality in modalities:
-                    ds = None
-                    row = 0
-                    for i in range(n_chunks):
-                        with np.load(parts / f"chunk_{i:07d}.npz") as z:
-                            emb = z[modality]
-                        if ds is None:
-                            ds = h.create_dataset(f"{modality}_embedding",
-                                                  shape=(len(ids), emb.shape[1]), dtype="f4",
-                                                  chunks=(min(4096, max(len(ids), 1)),
-                                                          emb.shape[1]))
-                        ds[row:row + len(emb)] = emb
-                        row += len(emb)
-        return
-    table = Table({"targetid": ids})
-    if valid is not None:
-        table["valid"] = valid
-        table["problem"] = problem
-    for modality in modalities:
-        table[f"{modality}_embedding"] = _chunk_column(parts, n_chunks, modality)
-    if fmt == "fits":
-        info = {_FITS_KEYS.get(k, k.upper()[:8]): v for k, v in info.items()}
-    table.meta.update({k: str(v) for k, v in info.items()})
-    with atomic_path(out) as tmp:
-        table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
+    write_embeddings(out, np.zeros(0, np.int64) if ids is None else ids,
+                     {m: _chunk_blocks(parts, n_chunks, m) for m in modalities},
+                     valid=_chunk_column(parts, n_chunks, "valid"),
+                     problem=_chunk_column(parts, n_chunks, "problem"), meta=info, format=fmt)
 
 
 #: File that marks a ``<out>.parts`` folder as made by `embed_catalog`.
@@ -927,10 +886,7 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
         raise InputError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
     modalities = _MODALITIES[modality]
     out = Path(out)
-    fmt = format or _FORMATS.get(out.suffix.lower())
-    if fmt not in ("hdf5", "fits", "parquet"):
-        raise InputError(f"cannot tell the output format of {out}; use a .h5, .fits or "
-                         ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
+    fmt = embeddings_format(out, format)
     check_output_path(out, overwrite=overwrite)
     if fmt == "parquet":
         require("pyarrow", purpose="writing Parquet (or write .h5 or .fits)")

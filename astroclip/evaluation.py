@@ -41,7 +41,7 @@ def labelled_embeddings(embeddings, labels, *, properties=("Z", "LOG_MSTAR")):
         (a `ValueError`) Missing property columns, a label file with a
         targetid on several rows, or embeddings whose ids are not in it.
     """
-    from .commands._common import read_embeddings
+    from .data.embeddings import read_embeddings
     from .data.hdf5 import read_paired_dataset
 
     if isinstance(embeddings, tuple):

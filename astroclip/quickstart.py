@@ -117,7 +117,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
 
     from . import embed_catalog
     from ._device import resolve_device
-    from .commands._common import read_embeddings
+    from .data.embeddings import read_embeddings
     from .evaluation import evaluate_embeddings, labelled_embeddings
     from .models.clip import retrieval_accuracy
     from .models.presets import get_preset

@@ -84,7 +84,7 @@ def _little_space(monkeypatch, free=1000):
 
 def test_catalog_on_a_full_disk_keeps_finished_chunks_and_resumes(tmp_path, model_path,
                                                                   pairs_path, monkeypatch):
-    from astroclip.commands._common import read_embeddings
+    from astroclip.data.embeddings import read_embeddings
 
     reference = api.embed_catalog(pairs_path, out=tmp_path / "ref.h5", model=model_path,
                                   chunk_size=5, progress=False)
@@ -203,7 +203,7 @@ def test_writer_past_the_file_size_limit_fails_cleanly(tmp_path):
 
 
 def test_catalog_past_the_file_size_limit_resumes(tmp_path, model_path, pairs_path):
-    from astroclip.commands._common import read_embeddings
+    from astroclip.data.embeddings import read_embeddings
 
     proc = _run_limited(f"""
         import torch

@@ -25,7 +25,7 @@ from astropy.table import Table
 import astroclip
 from astroclip import api
 from astroclip.cli import main
-from astroclip.commands._common import read_embeddings
+from astroclip.data.embeddings import read_embeddings
 from astroclip.exceptions import DataFileError, InputError, ModelFormatError
 from astroclip.inputs import grid
 
