@@ -41,12 +41,12 @@ _API = {
     "register_model": "astroclip.registry",
     "SimilarityIndex": "astroclip.search",
     "cross_modal_search": "astroclip.search",
-    "photometry_baseline": "astroclip.properties",
-    "evaluate_properties": "astroclip.properties",
+    "photometry_baseline": "astroclip.evaluation",
+    "evaluate_properties": "astroclip.evaluation",
     "evaluate_embeddings": "astroclip.evaluation",
-    "knn_regression": "astroclip.properties",
-    "fewshot_regression": "astroclip.properties",
-    "r2_table": "astroclip.properties",
+    "knn_regression": "astroclip.evaluation",
+    "fewshot_regression": "astroclip.evaluation",
+    "r2_table": "astroclip.evaluation",
     "conf": "astroclip._config",
 }
 

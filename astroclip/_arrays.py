@@ -96,15 +96,17 @@ def as_embeddings(x, *, name, dim=None, allow_1d=False, offset=0):
     return x
 
 
-def normalize_rows(x, *, name, offset=0):
-    """L2-normalise the rows of a float32 array (a copy); an all-zero row is an error."""
+def normalize_rows(x, *, name, offset=0, fix="drop them or use metric='inner_product' or 'l2'"):
+    """L2-normalise the rows of a float32 array (a copy); an all-zero row is an error.
+
+    ``fix`` ends the message of that error (what the caller can do).
+    """
     norms = np.linalg.norm(x, axis=1)
     zero = norms == 0
     if zero.any():
         rows = np.flatnonzero(zero) + offset
         raise InputError(f"{name} has {rows.size} all-zero row(s) (rows {rows_text(rows)}); "
-                         "the cosine similarity of a zero vector is undefined: drop them or "
-                         "use metric='inner_product' or 'l2'")
+                         f"the cosine similarity of a zero vector is undefined: {fix}")
     return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
 
 

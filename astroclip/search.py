@@ -31,7 +31,7 @@ from .exceptions import DataFileError, InputError
 
 faiss = require("faiss", purpose="similarity search and k-NN estimates")
 
-__all__ = ["SimilarityIndex", "cross_modal_search", "retrieval_accuracy", "METRICS", "KINDS"]
+__all__ = ["SimilarityIndex", "cross_modal_search", "METRICS", "KINDS"]
 
 #: Supported metrics: name -> (faiss metric, normalise vectors, score column name).
 METRICS = {
@@ -702,66 +702,3 @@ def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, 
                          "index.search(queries, modality=..., query_modality=...)")
     return index.search(queries, k=k, query_modality=query_modality, modality=others[0],
                         query_ids=query_ids, **kwargs)
-
-
-def retrieval_accuracy(queries, database, *, k=(1, 5, 10), batch_size=4096):
-    """How often a query's own counterpart is among its k nearest (paired data).
-
-    Row ``i`` of ``queries`` and row ``i`` of ``database`` are the same object
-    seen in two modalities (e.g. the image and the spectrum embeddings of a
-    held-out split).  For each query the rank of its counterpart among all
-    database entries is computed by cosine similarity (1 = nearest); the top-k
-    accuracy is the fraction of queries whose counterpart has rank <= k, to be
-    compared with the chance level k / N.
-
-    Parameters
-    ----------
-    queries, database : array-like (N, D)
-        Paired embeddings, same objects in the same order.
-    k : int or sequence of int, optional
-        Cut-offs of the top-k accuracies.
-    batch_size : int, optional
-        Queries per block of the exact similarity computation (cost ``2 N^2 D``
-        operations: meant for evaluation splits, up to some 10^5 objects).
-
-    Returns
-    -------
-    `~astropy.table.Table`
-        Columns ``k``, ``accuracy`` and ``chance``; ``meta`` holds
-        ``median_rank`` and ``mean_reciprocal_rank``, and the per-query ranks are
-        in ``meta["ranks"]``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astroclip.search import retrieval_accuracy
-    >>> rng = np.random.default_rng(0)
-    >>> spectra = rng.normal(size=(200, 16))
-    >>> images = spectra + 0.3 * rng.normal(size=spectra.shape)
-    >>> t = retrieval_accuracy(images, spectra, k=(1, 10))
-    >>> t["k"].tolist(), bool(t["accuracy"][0] > 0.9), float(t["chance"][1])
-    ([1, 10], True, 0.05)
-    """
-    q = as_embeddings(queries, name="queries")
-    db = as_embeddings(database, name="database", dim=q.shape[1])
-    if q.shape[0] != db.shape[0]:
-        raise InputError(f"queries ({q.shape[0]}) and database ({db.shape[0]}) must hold the "
-                         "same objects in the same order (paired embeddings)")
-    ks = [int(v) for v in np.atleast_1d(k)]
-    n = db.shape[0]
-    if any(v < 1 or v > n for v in ks):
-        raise InputError(f"every k must be between 1 and the number of objects ({n}); got {ks}")
-    q = normalize_rows(q, name="queries")
-    db = normalize_rows(db, name="database")
-    ranks = np.empty(n, dtype=np.int64)
-    for start in range(0, n, batch_size):
-        sims = q[start:start + batch_size] @ db.T
-        rows = np.arange(start, start + sims.shape[0])
-        own = sims[np.arange(sims.shape[0]), rows]
-        ranks[start:start + sims.shape[0]] = (sims > own[:, None]).sum(axis=1) + 1
-    table = Table({"k": np.array(ks, dtype=np.int64),
-                   "accuracy": np.array([np.mean(ranks <= v) for v in ks]),
-                   "chance": np.array([v / n for v in ks])})
-    table.meta.update({"n_objects": n, "median_rank": float(np.median(ranks)),
-                       "mean_reciprocal_rank": float(np.mean(1.0 / ranks)), "ranks": ranks})
-    return table

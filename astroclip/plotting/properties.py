@@ -75,7 +75,7 @@ def plot_predicted_vs_true(y_true, predictions, *, name=None, label=None, kind="
         One prediction array, or a mapping from a panel key to predictions (an
         array, or a table / dict holding column ``name``).  Keys may be
         ``(method, modality)`` tuples as returned by
-        `~astroclip.properties.evaluate_properties` (``("k-NN", "image")``,
+        `~astroclip.evaluation.evaluate_properties` (``("k-NN", "image")``,
         ``("k-NN", "image->spectrum")``), ``(query, neighbours)`` modality pairs
         (``("image", "spectrum")``), or strings (``"image->spectrum"``).
         Panels whose key is cross-modal (``"->"`` or differing pair) go on a

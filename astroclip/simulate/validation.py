@@ -10,9 +10,7 @@ directly (KS statistic, figures of `astroclip.plotting.survey`).
 
 import numpy as np
 
-from .._optional import require
-
-__all__ = ["real_sdss_sample", "mock_sdss_sample", "photometry_baseline"]
+__all__ = ["real_sdss_sample", "mock_sdss_sample"]
 
 
 def real_sdss_sample():
@@ -86,46 +84,3 @@ def mock_sdss_sample(n, *, seed=0):
     from astropy.table import vstack
 
     return vstack(parts)
-
-
-def photometry_baseline(catalog, *, labels=("Z", "LOG_MSTAR"), train_fraction=0.75,
-                        hidden=(64, 64), seed=0):
-    """R^2 of a small MLP predicting labels from g, r, z magnitudes alone (paper baseline).
-
-    Parameters
-    ----------
-    catalog : `~astropy.table.Table`
-        Mock truth catalogue with ``FLUX_G``, ``FLUX_R``, ``FLUX_Z`` (nanomaggies).
-    labels : sequence of str
-    train_fraction : float
-        First rows used for training, the rest to measure R^2.
-    hidden : tuple of int
-        Hidden layer sizes of the `sklearn.neural_network.MLPRegressor`.
-    seed : int
-
-    Returns
-    -------
-    dict
-        label -> R^2 on the held-out rows.
-    """
-    require("sklearn", purpose="the photometry baseline")
-    from sklearn.metrics import r2_score
-    from sklearn.neural_network import MLPRegressor
-    from sklearn.preprocessing import StandardScaler
-
-    flux = np.stack([np.asarray(catalog[f"FLUX_{b}"], dtype=np.float64) for b in "GRZ"], 1)
-    if np.any(flux <= 0):
-        raise ValueError("photometry_baseline needs positive g, r, z fluxes")
-    x = 22.5 - 2.5 * np.log10(flux)
-    ntr = int(train_fraction * len(x))
-    scaler = StandardScaler().fit(x[:ntr])
-    xs = scaler.transform(x)
-    out = {}
-    for name in labels:
-        y = np.asarray(catalog[name], dtype=np.float64)
-        mu, sd = y[:ntr].mean(), y[:ntr].std()
-        model = MLPRegressor(hidden_layer_sizes=tuple(hidden), max_iter=1000,
-                             early_stopping=True, random_state=seed)
-        model.fit(xs[:ntr], (y[:ntr] - mu) / sd)
-        out[name] = float(r2_score(y[ntr:], model.predict(xs[ntr:]) * sd + mu))
-    return out

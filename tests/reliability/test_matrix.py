@@ -170,19 +170,19 @@ def _index_save_nonempty(c):
 
 
 def _knn_k_too_large(c):
-    from astroclip.properties import knn_regression
+    from astroclip.evaluation import knn_regression
     knn_regression(np.eye(5), np.arange(5.0), np.eye(5), k=10)
 
 
 def _fewshot_nan_targets(c):
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
     y = np.arange(20.0)
     y[3] = np.nan
     fewshot_regression(np.eye(20), y, np.eye(20), device="cpu", progress=False)
 
 
 def _retrieval_unpaired(c):
-    from astroclip.search import retrieval_accuracy
+    from astroclip.evaluation import retrieval_accuracy
     retrieval_accuracy(np.eye(4), np.eye(5, 4))
 
 

@@ -220,7 +220,7 @@ def test_nan_output_of_the_model_names_the_rows(rng):
 
 # ------------------------------------------------------------------ few-shot MLP
 def test_diverging_fewshot_head_restarts_with_a_lower_rate():
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8))
@@ -232,7 +232,7 @@ def test_diverging_fewshot_head_restarts_with_a_lower_rate():
 
 
 def test_fewshot_head_that_cannot_converge_raises():
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)) * 1e20
