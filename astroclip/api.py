@@ -266,7 +266,7 @@ def _spectra_input(spectra, prepare_kwargs):
     if paths is not None:
         suffixes = {p.suffix.lower() for p in paths}
         if suffixes <= {".h5", ".hdf5"}:
-            from .data.hdf5 import read_paired_dataset
+            from .data.paired import read_paired_dataset
             tables, fluxes, ivars = [], [], []
             for p in paths:
                 t, arrays = read_paired_dataset(p, fields=("flux", "ivar"))
@@ -318,7 +318,7 @@ def _images_input(images, prepare_kwargs):
     if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
         from astropy.table import vstack
 
-        from .data.hdf5 import read_paired_dataset
+        from .data.paired import read_paired_dataset
         tables, arrays = [], []
         for p in paths:
             t, a = read_paired_dataset(p, fields=("image",))
@@ -347,9 +347,10 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     ----------
     spectra : Spectrum, SpectrumList, list, Quantity, array, Table, path(s) or ``PreparedSpectra``
         Anything `astroclip.prepare_spectra` accepts; DESI coadd FITS path(s)
-        (read with `astroclip.read_desi_coadd`); paired HDF5 training-set
-        file(s); or a Table with a ``flux`` column (with a unit; optionally
-        ``ivar``) on the DESI grid.
+        (read with `astroclip.read_desi_coadd`); paired HDF5 file(s) of any
+        single-file layout of `astroclip.data.layouts` (ours, the paper's); or a
+        Table with a ``flux`` column (with a unit; optionally ``ivar``) on the
+        DESI grid.
     model : str, path or `torch.nn.Module`, optional
         See `load_model`.
     device : str, optional
@@ -401,7 +402,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
     ----------
     images : NDData, CCDData, list, FITS paths, HDU, Quantity, array, Table or ``PreparedImages``
         Anything `astroclip.prepare_images` accepts (arrays need ``bands=`` and
-        ``unit=``); paired HDF5 training-set file(s); or a Table with an
+        ``unit=``); paired HDF5 file(s) (as in `embed_spectrum`); or a Table with an
         ``image`` column.
     model, device, batch_size, progress, normalize, as_table
         As in `embed_spectrum`; the Table column is ``image_embedding``.
@@ -463,16 +464,9 @@ class _Chunks:
         self.prepare_kwargs = prepare_kwargs
         paths = _paths(source)
         if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
-            from .data.hdf5 import open_hdf5
+            from .data.layouts import open_layout
             self.kind = "hdf5"
-            self.files = []
-            for p in paths:
-                with open_hdf5(p) as f:
-                    if "targetid" not in f:
-                        raise InputError(f"{p} is not an astroclip paired file (no 'targetid'); "
-                                         "convert it with astroclip.data first")
-                    n = len(f["targetid"])
-                self.files.append((p, n))
+            self.files = [(p, open_layout(p).n) for p in paths]
             self.bounds = [(i, s, min(s + chunk_size, n)) for i, (p, n) in enumerate(self.files)
                            for s in range(0, n, chunk_size)]
             self.description = [str(p) for p in paths]
@@ -551,7 +545,7 @@ class _Chunks:
         """
         f, start, stop = self.bounds[i]
         if self.kind == "hdf5":
-            from .data.hdf5 import read_paired_dataset
+            from .data.paired import read_paired_dataset
             fields = (["flux", "ivar"] if "spectrum" in self.modalities else []) + \
                      (["image"] if "image" in self.modalities else [])
             table, arrays = read_paired_dataset(self.files[f][0], fields=fields,
@@ -828,7 +822,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     Parameters
     ----------
     source : path(s), dict or array-like
-        Paired HDF5 training-set file(s) (spectra and/or images); DESI coadd
+        Paired HDF5 file(s) (spectra and/or images; any single-file layout of
+        `astroclip.data.layouts`, read through its registry); DESI coadd
         FITS files (spectra, one chunk per file); or in-memory input: anything
         `embed_spectrum` / `embed_image` take, or ``{"spectrum": ..., "image": ...}``.
     out : path

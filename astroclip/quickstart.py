@@ -231,7 +231,7 @@ def _print_summary(summary, table):
 
 
 def _figures(out, survey, data, test, table, predictions, truth):
-    from .data.hdf5 import read_paired_dataset
+    from .data.paired import read_paired_dataset
     from .plotting.properties import plot_embedding_map, plot_predicted_vs_true
     from .plotting.retrieval import plot_retrieval
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from astroclip.data.hdf5 import read_paired_dataset
+from astroclip.data.paired import read_paired_dataset
 from astroclip.models.image import ImageEncoder
 from astroclip.models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS
 from astroclip.models.spectrum import SpectrumEmbedder

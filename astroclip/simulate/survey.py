@@ -4,7 +4,7 @@
 model spectra, photometry, fibre spectra with noise, images); every galaxy
 depends only on ``(seed, index)``, so chunks can be made in any order, by any
 number of worker processes, and give the same bytes.  `simulate_survey` writes
-them to the paired training-set format (`astroclip.data.hdf5`);
+them to the paired training-set format (`astroclip.data.paired`);
 `simulate_catalog` gives only the truth table (no pixels, fast).
 """
 
@@ -405,7 +405,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     (`astroclip.simulate.population`), with physically consistent DESI spectra
     (`astroclip.simulate.spectra`), DECam g, r, z photometry and Legacy-Survey-like
     images (`astroclip.simulate.images`).  The file has the training-set layout of
-    `astroclip.data.hdf5` with every truth column (`TRUTH_UNITS`) under ``labels/``
+    `astroclip.data.paired` with every truth column (`TRUTH_UNITS`) under ``labels/``
     and a train/val/test split.
 
     Parameters
@@ -452,7 +452,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     """
     from .._io import check_output_path
     from .._progress import progress_bar
-    from ..data.hdf5 import PairedDatasetWriter
+    from ..data.paired import PairedDatasetWriter
     from .population import population_model
 
     n = _check_n(n)

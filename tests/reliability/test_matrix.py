@@ -145,7 +145,7 @@ def _paired_empty_file(c):
 
 
 def _writer_nan_flux(c):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     flux = np.full((1, grid.N_PIXELS), np.nan)
     with PairedDatasetWriter(c.tmp / "w.h5", image_size=8) as w:
         w.append(targetid=[1], ra=[0.0], dec=[0.0], flux=flux, ivar=np.ones_like(flux),
@@ -153,7 +153,7 @@ def _writer_nan_flux(c):
 
 
 def _writer_exists(c):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     PairedDatasetWriter(c.pairs).open()
 
 
@@ -400,7 +400,7 @@ def test_interrupted_register_keeps_the_old_model(ctx, private_model_dir, monkey
 
 
 def test_interrupted_writer_leaves_nothing_half_written(ctx):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     n = 2
     with pytest.raises(KeyboardInterrupt):
         with PairedDatasetWriter(ctx.tmp / "w.h5", image_size=8) as w:

@@ -12,7 +12,7 @@ from astropy.utils.masked import Masked
 
 import astroclip
 from astroclip import api
-from astroclip.data.hdf5 import PairedDatasetWriter, read_paired_dataset
+from astroclip.data.paired import PairedDatasetWriter, read_paired_dataset
 from astroclip.exceptions import AstroclipWarning, InputError, ModelFormatError, NonFiniteError
 from astroclip.inputs import grid
 from astroclip.inputs.images import PreparedImages, prepare_images
