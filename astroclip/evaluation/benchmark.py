@@ -13,8 +13,8 @@ import numpy as np
 from astropy.table import MaskedColumn, Table
 
 from ..data.embeddings import read_embeddings
-from ..data.paired import read_paired_dataset
 from ..data.hdf5 import SPLIT_NAMES
+from ..data.paired import read_paired_dataset
 from ..exceptions import InputError
 from ..inputs.grid import BANDS
 from ._targets import Targets
