@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - not installed from a git checkout
 # public name -> module that defines it
 _API = {
     "prepare_spectra": "astroclip.inputs.spectra",
-    "resample_flux_conserving": "astroclip.inputs.spectra",
+    "resample_flux_conserving": "astroclip.inputs.resample",
     "PreparedSpectra": "astroclip.inputs.spectra",
     "read_desi_coadd": "astroclip.inputs.desi",
     "join_redshifts": "astroclip.inputs.desi",

@@ -1,7 +1,7 @@
 """Flux-conserving resampling onto the DESI grid: astroclip vs specutils.
 
 Times, on the same DESI-like input, astroclip's vectorised resampler
-(`astroclip.inputs.spectra.resample_flux_conserving`, one sparse overlap matrix
+(`astroclip.inputs.resample.resample_flux_conserving`, one sparse overlap matrix
 per input grid applied to the whole batch) against specutils'
 `FluxConservingResampler` (a Python loop over output pixels, one spectrum at a
 time), and the full `prepare_spectra` path (unit conversion, masks, arms).
@@ -15,10 +15,9 @@ Cases:
   0.13 A, combined by inverse-variance weighting (`prepare_spectra` of a
   SpectrumList; specutils: the three arms resampled one by one).
 
-``--compare-scratch`` times instead, in one run and interleaved, the code with
-its hand-kept scratch buffers and private SciPy kernel (``_Workspace`` and
-``scipy.sparse._sparsetools.csr_matvecs``) against plain numpy allocations and
-``matrix @ dense``, to tell whether they earn their complexity.
+(An earlier ``--compare-scratch`` option timed hand-kept scratch buffers and a
+private SciPy kernel against plain numpy in one run; they made no measurable
+difference and were dropped: the numbers are in `astroclip.inputs.resample`.)
 
 Run ``python benchmarks/bench_resample.py`` (``--help`` for options).  Wall
 time is the best of ``--repeats`` runs; CPU time (process time) is shown too,
@@ -36,7 +35,8 @@ import astropy.units as u
 from astropy.nddata import InverseVariance
 
 from astroclip.inputs import grid
-from astroclip.inputs.spectra import prepare_spectra, resample_flux_conserving
+from astroclip.inputs.resample import resample_flux_conserving
+from astroclip.inputs.spectra import prepare_spectra
 
 
 def best_time(fn, repeats):
@@ -137,64 +137,6 @@ def bench_arms(args, rng, rows, n_jobs):
         rows.append(("DESI b+r+z arms, prepare_spectra", jobs, args.n, wall, cpu, ref))
 
 
-def compare_scratch(args, rng):
-    """Scratch buffers + private kernel vs fresh arrays + ``matrix @ dense``, interleaved."""
-    import contextlib
-
-    from specutils import Spectrum, SpectrumList
-
-    from astroclip.inputs import spectra as impl
-
-    @contextlib.contextmanager
-    def plain():
-        saved = impl._spmm, impl._Workspace.get
-        impl._spmm = lambda matrix, dense, out: matrix @ dense
-        impl._Workspace.get = lambda self, name, shape, dtype=np.float32: np.empty(shape, dtype)
-        try:
-            yield
-        finally:
-            impl._spmm, impl._Workspace.get = saved
-
-    wave = np.arange(3500.0, 10000.0, 0.5) + 0.123
-    flux, ivar = make_batch(args.n, wave, rng)
-    arms = []
-    for first, last, npix in grid.DESI_ARMS.values():
-        w = np.linspace(first, last, npix) + 0.13
-        arms.append((w, *make_batch(args.n, w, rng)))
-    arm_list = SpectrumList([Spectrum(flux=f * grid.FLUX_UNIT, spectral_axis=w * u.AA,
-                                      uncertainty=InverseVariance(iv)) for w, f, iv in arms])
-    fq, wq = flux * grid.FLUX_UNIT, wave * u.AA
-    cases = {
-        "0.5 A grid, resample_flux_conserving":
-            lambda j: resample_flux_conserving(wave, flux, ivar, n_jobs=j),
-        "0.5 A grid, prepare_spectra":
-            lambda j: prepare_spectra(fq, wavelength=wq, ivar=ivar, n_jobs=j,
-                                      on_invalid="flag", progress=False),
-        "DESI b+r+z arms, prepare_spectra":
-            lambda j: prepare_spectra(arm_list, on_invalid="flag", n_jobs=j, progress=False),
-    }
-    rows = []
-    for name, fn in cases.items():
-        for jobs in args.n_jobs:
-            fn(jobs)
-            best = {"scratch": np.inf, "plain": np.inf}
-            for rep in range(args.repeats):
-                for mode in (("scratch", "plain") if rep % 2 == 0 else ("plain", "scratch")):
-                    with (plain() if mode == "plain" else contextlib.nullcontext()):
-                        w0 = time.perf_counter()
-                        fn(jobs)
-                        best[mode] = min(best[mode], time.perf_counter() - w0)
-            rows.append((name, jobs, best["scratch"], best["plain"]))
-    print(f"\nScratch buffers + private kernel vs plain numpy, {args.n} spectra, best of "
-          f"{args.repeats} interleaved runs, {os.cpu_count()} CPU cores, load average "
-          f"{os.getloadavg()[0]:.1f} after\n")
-    head = f"{'case':38s} {'jobs':>4s} {'scratch/s':>10s} {'plain/s':>10s} {'plain time':>11s}"
-    print(head)
-    print("-" * len(head))
-    for name, jobs, a, b in rows:
-        print(f"{name:38s} {jobs:4d} {args.n / a:10.0f} {args.n / b:10.0f} {b / a:10.2f}x")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096, help="spectra per batch (astroclip)")
@@ -203,13 +145,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-jobs", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time astroclip with")
-    parser.add_argument("--compare-scratch", action="store_true",
-                        help="time the scratch buffers / private kernel against plain numpy")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    if args.compare_scratch:
-        compare_scratch(args, rng)
-        return
     rows = []
     load_before = os.getloadavg()[0]
     bench_grid(args, rng, rows, args.n_jobs)
