@@ -25,6 +25,7 @@ OPTIONAL = {
     "sklearn": ("scikit-learn", "plot"),
     "umap": ("umap-learn", None),
     "pyarrow": ("pyarrow", None),
+    "pandas": ("pandas", None),
     "huggingface_hub": ("huggingface_hub", None),
 }
 

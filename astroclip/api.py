@@ -20,15 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from astropy.table import Table
-from tqdm.auto import tqdm
 
 from . import __version__
+from ._arrays import rows_text
 from ._config import conf
 from ._device import resolve_device
 from ._io import atomic_path, check_free_space, check_output_path, disk_errors, file_identity
 from ._optional import require
+from ._progress import progress_bar, progress_enabled
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
+from .data.embeddings import embeddings_format, write_embeddings
 from .inputs import grid
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 from .models.weights import load_model as _load_model_folder
@@ -159,10 +161,9 @@ def _check_embedding(emb, n, fn):
                          "that pools its output")
 
 
-def _rows_text(rows, limit=10):
+def _rows_text(rows):
     """'row 3' or 'rows 3, 10, 11, ...'."""
-    shown = ", ".join(str(int(r)) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
-    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+    return f"row{'s' if len(rows) > 1 else ''} {rows_text(rows)}"
 
 
 def _check_finite(block, *, first_row, desc, source, produced):
@@ -196,8 +197,8 @@ def _run_batches(fn, array, *, batch_size, device, progress, desc, first_row=0, 
     if n == 0:
         raise InputError(f"nothing to embed: the input holds no {desc}")
     out = None
-    bar = tqdm(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
-               disable=not progress or n <= batch_size, leave=False)
+    bar = progress_bar(total=n, desc=f"embedding {desc}", unit=desc.split()[0],
+                       progress=progress, min_total=batch_size, leave=False)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             block = np.ascontiguousarray(array[start:start + batch_size], dtype=np.float32)
@@ -219,9 +220,8 @@ def _options(device, batch_size, progress):
     batch_size = int(conf.batch_size if batch_size is None else batch_size)
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}")
-    progress = conf.progress if progress is None else progress
     device = conf.device if device is None else device
-    return device, batch_size, bool(progress)
+    return device, batch_size, progress_enabled(progress)
 
 
 def _finish(embeddings, meta, model, *, normalize, as_table, modality):
@@ -266,7 +266,7 @@ def _spectra_input(spectra, prepare_kwargs):
     if paths is not None:
         suffixes = {p.suffix.lower() for p in paths}
         if suffixes <= {".h5", ".hdf5"}:
-            from .data.hdf5 import read_paired_dataset
+            from .data.paired import read_paired_dataset
             tables, fluxes, ivars = [], [], []
             for p in paths:
                 t, arrays = read_paired_dataset(p, fields=("flux", "ivar"))
@@ -318,7 +318,7 @@ def _images_input(images, prepare_kwargs):
     if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
         from astropy.table import vstack
 
-        from .data.hdf5 import read_paired_dataset
+        from .data.paired import read_paired_dataset
         tables, arrays = [], []
         for p in paths:
             t, a = read_paired_dataset(p, fields=("image",))
@@ -347,9 +347,10 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     ----------
     spectra : Spectrum, SpectrumList, list, Quantity, array, Table, path(s) or ``PreparedSpectra``
         Anything `astroclip.prepare_spectra` accepts; DESI coadd FITS path(s)
-        (read with `astroclip.read_desi_coadd`); paired HDF5 training-set
-        file(s); or a Table with a ``flux`` column (with a unit; optionally
-        ``ivar``) on the DESI grid.
+        (read with `astroclip.read_desi_coadd`); paired HDF5 file(s) of any
+        single-file layout of `astroclip.data.layouts` (ours, the paper's); or a
+        Table with a ``flux`` column (with a unit; optionally ``ivar``) on the
+        DESI grid.
     model : str, path or `torch.nn.Module`, optional
         See `load_model`.
     device : str, optional
@@ -401,7 +402,7 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
     ----------
     images : NDData, CCDData, list, FITS paths, HDU, Quantity, array, Table or ``PreparedImages``
         Anything `astroclip.prepare_images` accepts (arrays need ``bands=`` and
-        ``unit=``); paired HDF5 training-set file(s); or a Table with an
+        ``unit=``); paired HDF5 file(s) (as in `embed_spectrum`); or a Table with an
         ``image`` column.
     model, device, batch_size, progress, normalize, as_table
         As in `embed_spectrum`; the Table column is ``image_embedding``.
@@ -432,10 +433,6 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
 
 
 # ----------------------------------------------------------------------------- catalogues
-_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".fits": "fits", ".fit": "fits",
-            ".parquet": "parquet"}
-_FITS_KEYS = {"model": "MODEL", "path": "MODELDIR", "astroclip_version": "ACLIPVER",
-              "weights_sha256": "WTSHA256", "modality": "MODALITY"}
 _MODALITIES = {"spectrum": ("spectrum",), "image": ("image",), "both": ("spectrum", "image")}
 
 
@@ -467,16 +464,9 @@ class _Chunks:
         self.prepare_kwargs = prepare_kwargs
         paths = _paths(source)
         if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
-            from .data.hdf5 import open_hdf5
+            from .data.layouts import open_layout
             self.kind = "hdf5"
-            self.files = []
-            for p in paths:
-                with open_hdf5(p) as f:
-                    if "targetid" not in f:
-                        raise InputError(f"{p} is not an astroclip paired file (no 'targetid'); "
-                                         "convert it with astroclip.data first")
-                    n = len(f["targetid"])
-                self.files.append((p, n))
+            self.files = [(p, open_layout(p).n) for p in paths]
             self.bounds = [(i, s, min(s + chunk_size, n)) for i, (p, n) in enumerate(self.files)
                            for s in range(0, n, chunk_size)]
             self.description = [str(p) for p in paths]
@@ -555,7 +545,7 @@ class _Chunks:
         """
         f, start, stop = self.bounds[i]
         if self.kind == "hdf5":
-            from .data.hdf5 import read_paired_dataset
+            from .data.paired import read_paired_dataset
             fields = (["flux", "ivar"] if "spectrum" in self.modalities else []) + \
                      (["image"] if "image" in self.modalities else [])
             table, arrays = read_paired_dataset(self.files[f][0], fields=fields,
@@ -637,58 +627,20 @@ def _chunk_column(parts, n_chunks, key):
     return np.concatenate(pieces) if pieces else None
 
 
+def _chunk_blocks(parts, n_chunks, key):
+    """The ``key`` array of every chunk file, one chunk at a time."""
+    for i in range(n_chunks):
+        with np.load(parts / f"chunk_{i:07d}.npz") as z:
+            yield z[key]
+
+
 def _write_output(parts, out, fmt, modalities, info, n_chunks):
     """Assemble the chunks into ``out`` (atomically; the chunks stay until it succeeds)."""
-    with disk_errors(out):
-        _assemble(parts, out, fmt, modalities, info, n_chunks)
-
-
-def _assemble(parts, out, fmt, modalities, info, n_chunks):
     ids = _chunk_column(parts, n_chunks, "targetid")
-    ids = np.zeros(0, np.int64) if ids is None else ids
-    valid = _chunk_column(parts, n_chunks, "valid")
-    problem = _chunk_column(parts, n_chunks, "problem")
-    width = 0
-    if n_chunks:
-        with np.load(parts / "chunk_0000000.npz") as z:
-            width = sum(z[m].shape[1] * 4 for m in modalities)
-    check_free_space(out, len(ids) * (8 + width + (0 if problem is None else
-                                                   1 + problem.dtype.itemsize)))
-    if fmt == "hdf5":
-        import h5py
-        with atomic_path(out) as tmp:
-            with h5py.File(tmp, "w") as h:
-                h.attrs.update({k: str(v) for k, v in info.items()})
-                h.create_dataset("targetid", data=ids)
-                if valid is not None:
-                    h.create_dataset("valid", data=valid)
-                    h.create_dataset("problem", data=problem.astype(object),
-                                     dtype=h5py.string_dtype())
-                for modality in modalities:
-                    ds = None
-                    row = 0
-                    for i in range(n_chunks):
-                        with np.load(parts / f"chunk_{i:07d}.npz") as z:
-                            emb = z[modality]
-                        if ds is None:
-                            ds = h.create_dataset(f"{modality}_embedding",
-                                                  shape=(len(ids), emb.shape[1]), dtype="f4",
-                                                  chunks=(min(4096, max(len(ids), 1)),
-                                                          emb.shape[1]))
-                        ds[row:row + len(emb)] = emb
-                        row += len(emb)
-        return
-    table = Table({"targetid": ids})
-    if valid is not None:
-        table["valid"] = valid
-        table["problem"] = problem
-    for modality in modalities:
-        table[f"{modality}_embedding"] = _chunk_column(parts, n_chunks, modality)
-    if fmt == "fits":
-        info = {_FITS_KEYS.get(k, k.upper()[:8]): v for k, v in info.items()}
-    table.meta.update({k: str(v) for k, v in info.items()})
-    with atomic_path(out) as tmp:
-        table.write(tmp, format="fits" if fmt == "fits" else "parquet", overwrite=True)
+    write_embeddings(out, np.zeros(0, np.int64) if ids is None else ids,
+                     {m: _chunk_blocks(parts, n_chunks, m) for m in modalities},
+                     valid=_chunk_column(parts, n_chunks, "valid"),
+                     problem=_chunk_column(parts, n_chunks, "problem"), meta=info, format=fmt)
 
 
 #: File that marks a ``<out>.parts`` folder as made by `embed_catalog`.
@@ -870,7 +822,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     Parameters
     ----------
     source : path(s), dict or array-like
-        Paired HDF5 training-set file(s) (spectra and/or images); DESI coadd
+        Paired HDF5 file(s) (spectra and/or images; any single-file layout of
+        `astroclip.data.layouts`, read through its registry); DESI coadd
         FITS files (spectra, one chunk per file); or in-memory input: anything
         `embed_spectrum` / `embed_image` take, or ``{"spectrum": ..., "image": ...}``.
     out : path
@@ -928,10 +881,7 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
         raise InputError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
     modalities = _MODALITIES[modality]
     out = Path(out)
-    fmt = format or _FORMATS.get(out.suffix.lower())
-    if fmt not in ("hdf5", "fits", "parquet"):
-        raise InputError(f"cannot tell the output format of {out}; use a .h5, .fits or "
-                         ".parquet suffix or pass format='hdf5'|'fits'|'parquet'")
+    fmt = embeddings_format(out, format)
     check_output_path(out, overwrite=overwrite)
     if fmt == "parquet":
         require("pyarrow", purpose="writing Parquet (or write .h5 or .fits)")
@@ -975,8 +925,8 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
 def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress):
     """Embed and write (atomically, after a free-space check) every chunk not in ``done``."""
     stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
-    bar = tqdm(total=len(chunks), initial=len(done), desc="embedding catalogue", unit="chunk",
-               disable=not progress)
+    bar = progress_bar(total=len(chunks), initial=len(done), desc="embedding catalogue",
+                       unit="chunk", progress=progress)
     for i in range(len(chunks)):
         if i in done:
             continue

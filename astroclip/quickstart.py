@@ -117,9 +117,8 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
 
     from . import embed_catalog
     from ._device import resolve_device
-    from .commands._common import read_embeddings
-    from .evaluation import evaluate_embeddings, labelled_embeddings
-    from .models.clip import retrieval_accuracy
+    from .data.embeddings import read_embeddings
+    from .evaluation import evaluate_embeddings, labelled_embeddings, retrieval_scores
     from .models.presets import get_preset
     from .simulate import simulate_survey
     from .training.align import align
@@ -174,9 +173,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
         data = labelled_embeddings(read_embeddings(emb_path)[:2], survey)
         test = data["split"] == 2
         img, spec = data["embeddings"]["image"][test], data["embeddings"]["spectrum"][test]
-        import torch
-        acc = retrieval_accuracy(torch.from_numpy(img), torch.from_numpy(spec), topk=(1, 5))
-        acc = {k: float(v) for k, v in acc.items()}
+        acc = retrieval_scores(img, spec, k=(1, 5))
         acc["chance_top1"] = 1.0 / int(test.sum())
         acc["chance_top5"] = min(1.0, 5.0 / int(test.sum()))
         acc["n_test"] = int(test.sum())
@@ -234,7 +231,7 @@ def _print_summary(summary, table):
 
 
 def _figures(out, survey, data, test, table, predictions, truth):
-    from .data.hdf5 import read_paired_dataset
+    from .data.paired import read_paired_dataset
     from .plotting.properties import plot_embedding_map, plot_predicted_vs_true
     from .plotting.retrieval import plot_retrieval
 

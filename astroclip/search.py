@@ -20,18 +20,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._config import conf
-from ._optional import require
+from ._arrays import as_embeddings, as_float_array, normalize_rows
 from ._io import atomic_path, check_output_path
+from ._optional import require
+from ._progress import progress_bar
 from .exceptions import DataFileError, InputError
 
 faiss = require("faiss", purpose="similarity search and k-NN estimates")
 
-__all__ = ["SimilarityIndex", "cross_modal_search", "retrieval_accuracy", "METRICS", "KINDS"]
+__all__ = ["SimilarityIndex", "cross_modal_search", "METRICS", "KINDS"]
 
 #: Supported metrics: name -> (faiss metric, normalise vectors, score column name).
 METRICS = {
@@ -48,7 +48,7 @@ _MANIFEST = "index.json"
 
 
 # ----------------------------------------------------------------------------
-# input validation shared with astroclip.properties
+# input validation
 # ----------------------------------------------------------------------------
 
 def _rows(embeddings):
@@ -59,60 +59,12 @@ def _rows(embeddings):
     """
     shape = getattr(embeddings, "shape", None)
     if shape is None:
-        embeddings = _as_float_array(embeddings, name="embeddings")
+        embeddings = as_float_array(embeddings, name="embeddings")
         shape = embeddings.shape
     if len(shape) != 2:
         raise InputError(f"embeddings must be a 2-D array of shape (n_objects, dim); "
                          f"got shape {tuple(shape)}")
     return embeddings, shape
-
-
-def _as_float_array(x, *, name, dtype=np.float32):
-    """Array-like (ndarray, Quantity, Column, list) -> plain numpy array, checked."""
-    if isinstance(x, u.Quantity):
-        if x.unit.physical_type != "dimensionless":
-            raise InputError(f"{name} has unit {x.unit}, but embeddings are dimensionless "
-                             "numbers; pass the plain array (e.g. quantity.value) instead")
-        x = x.to_value(u.dimensionless_unscaled)
-    if isinstance(x, np.ma.MaskedArray):
-        if np.any(np.ma.getmaskarray(x)):
-            n = int(np.ma.getmaskarray(x).sum())
-            raise InputError(f"{name} has {n} masked values; remove the masked rows "
-                             "before using it")
-        x = x.data
-    return np.ascontiguousarray(np.asarray(x, dtype=dtype))
-
-
-def _rows_text(rows, limit=10):
-    """'3, 10, 11' (the first ``limit`` row numbers, then '...')."""
-    return ", ".join(str(r) for r in rows[:limit]) + (", ..." if len(rows) > limit else "")
-
-
-def _check_finite_rows(x, *, name, offset=0):
-    bad = ~np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
-    if bad.any():
-        rows = np.flatnonzero(bad) + offset
-        shown = _rows_text(rows)
-        raise InputError(f"{name} has {rows.size} row(s) with NaN or infinite values "
-                         f"(rows {shown}); drop or recompute these rows first")
-
-
-def _as_embeddings(x, *, name, dim=None, allow_1d=False, offset=0):
-    """Validate a (N, D) block of embeddings and return it as float32 C-contiguous."""
-    x = _as_float_array(x, name=name)
-    if x.ndim == 1 and allow_1d:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise InputError(f"{name} must be a 2-D array of shape (n_objects, dim); "
-                         f"got shape {x.shape}")
-    if x.shape[1] == 0:
-        raise InputError(f"{name} has zero-length embeddings (shape {x.shape})")
-    if dim is not None and x.shape[1] != dim:
-        raise InputError(f"{name} has dimension {x.shape[1]}, but the index holds "
-                         f"{dim}-dimensional embeddings; embed both with the same model "
-                         "(all embeddings in one index must share one space)")
-    _check_finite_rows(x, name=name, offset=offset)
-    return x
 
 
 def _as_ids(ids, n, *, name="ids"):
@@ -125,30 +77,6 @@ def _as_ids(ids, n, *, name="ids"):
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise InputError(f"{name} do not fit in int64")
     return arr.astype(np.int64)
-
-
-def _normalize(x, *, name, offset=0):
-    """L2-normalise rows of a float32 array (a copy); zero rows are an error."""
-    norms = np.linalg.norm(x, axis=1)
-    zero = norms == 0
-    if zero.any():
-        rows = np.flatnonzero(zero) + offset
-        shown = _rows_text(rows)
-        raise InputError(f"{name} has {rows.size} all-zero row(s) (rows {shown}); the "
-                         "cosine similarity of a zero vector is undefined: drop them or "
-                         "use metric='inner_product' or 'l2'")
-    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
-
-
-def _progress_enabled(progress):
-    return conf.progress if progress is None else bool(progress)
-
-
-def _tqdm(iterable, *, total, desc, enabled):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="chunk")
 
 
 # ----------------------------------------------------------------------------
@@ -373,9 +301,9 @@ class SimilarityIndex:
                          "say which one to use with modality=")
 
     def _prepare(self, block, *, name, offset=0):
-        x = _as_embeddings(block, name=name, dim=self.dim, offset=offset)
+        x = as_embeddings(block, name=name, dim=self.dim, offset=offset)
         if METRICS[self.metric][1]:
-            x = _normalize(x, name=name, offset=offset)
+            x = normalize_rows(x, name=name, offset=offset)
         return x
 
     def train(self, sample, *, modality=None):
@@ -442,9 +370,9 @@ class SimilarityIndex:
                 rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else slice(None)
                 store.index.train(self._prepare(embeddings[rows], name="embeddings"))
             nchunks = max(1, math.ceil(n / self.chunk_size))
-            enabled = _progress_enabled(self.progress) and nchunks > 1
-            for start in _tqdm(range(0, n, self.chunk_size), total=nchunks,
-                               desc=f"indexing {modality}", enabled=enabled):
+            for start in progress_bar(range(0, n, self.chunk_size), total=nchunks,
+                                      desc=f"indexing {modality}", unit="chunk",
+                                      progress=self.progress, min_total=1):
                 stop = min(start + self.chunk_size, n)
                 x = self._prepare(embeddings[start:stop], name="embeddings", offset=start)
                 store.index.add(x)
@@ -475,7 +403,7 @@ class SimilarityIndex:
         k = int(k)
         if k < 1:
             raise InputError(f"k must be a positive integer; got {k}")
-        q = _as_embeddings(queries, name="queries", dim=self.dim, allow_1d=True)
+        q = as_embeddings(queries, name="queries", dim=self.dim, allow_1d=True)
         nq = q.shape[0]
         if exclude_self:
             if query_ids is None:
@@ -491,7 +419,7 @@ class SimilarityIndex:
         if query_ids is not None:
             query_ids = _as_ids(query_ids, nq, name="query_ids")
         if METRICS[self.metric][1]:
-            q = _normalize(q, name="queries")
+            q = normalize_rows(q, name="queries")
         if self.kind == "ivf":
             store.index.nprobe = self.nprobe
         kk = k + 1 if exclude_self else k
@@ -499,9 +427,10 @@ class SimilarityIndex:
         rows = np.empty((nq, k), dtype=np.int64)
         batch_size = max(1, int(batch_size))
         nb = max(1, math.ceil(nq / batch_size))
-        enabled = _progress_enabled(progress if progress is not None else self.progress)
-        for start in _tqdm(range(0, nq, batch_size), total=nb, desc=f"searching {modality}",
-                           enabled=enabled and nb > 1):
+        for start in progress_bar(range(0, nq, batch_size), total=nb,
+                                  desc=f"searching {modality}", unit="chunk",
+                                  progress=progress if progress is not None else self.progress,
+                                  min_total=1):
             stop = min(start + batch_size, nq)
             d, i = store.index.search(q[start:stop], kk)
             if exclude_self:
@@ -773,66 +702,3 @@ def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, 
                          "index.search(queries, modality=..., query_modality=...)")
     return index.search(queries, k=k, query_modality=query_modality, modality=others[0],
                         query_ids=query_ids, **kwargs)
-
-
-def retrieval_accuracy(queries, database, *, k=(1, 5, 10), batch_size=4096):
-    """How often a query's own counterpart is among its k nearest (paired data).
-
-    Row ``i`` of ``queries`` and row ``i`` of ``database`` are the same object
-    seen in two modalities (e.g. the image and the spectrum embeddings of a
-    held-out split).  For each query the rank of its counterpart among all
-    database entries is computed by cosine similarity (1 = nearest); the top-k
-    accuracy is the fraction of queries whose counterpart has rank <= k, to be
-    compared with the chance level k / N.
-
-    Parameters
-    ----------
-    queries, database : array-like (N, D)
-        Paired embeddings, same objects in the same order.
-    k : int or sequence of int, optional
-        Cut-offs of the top-k accuracies.
-    batch_size : int, optional
-        Queries per block of the exact similarity computation (cost ``2 N^2 D``
-        operations: meant for evaluation splits, up to some 10^5 objects).
-
-    Returns
-    -------
-    `~astropy.table.Table`
-        Columns ``k``, ``accuracy`` and ``chance``; ``meta`` holds
-        ``median_rank`` and ``mean_reciprocal_rank``, and the per-query ranks are
-        in ``meta["ranks"]``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astroclip.search import retrieval_accuracy
-    >>> rng = np.random.default_rng(0)
-    >>> spectra = rng.normal(size=(200, 16))
-    >>> images = spectra + 0.3 * rng.normal(size=spectra.shape)
-    >>> t = retrieval_accuracy(images, spectra, k=(1, 10))
-    >>> t["k"].tolist(), bool(t["accuracy"][0] > 0.9), float(t["chance"][1])
-    ([1, 10], True, 0.05)
-    """
-    q = _as_embeddings(queries, name="queries")
-    db = _as_embeddings(database, name="database", dim=q.shape[1])
-    if q.shape[0] != db.shape[0]:
-        raise InputError(f"queries ({q.shape[0]}) and database ({db.shape[0]}) must hold the "
-                         "same objects in the same order (paired embeddings)")
-    ks = [int(v) for v in np.atleast_1d(k)]
-    n = db.shape[0]
-    if any(v < 1 or v > n for v in ks):
-        raise InputError(f"every k must be between 1 and the number of objects ({n}); got {ks}")
-    q = _normalize(q, name="queries")
-    db = _normalize(db, name="database")
-    ranks = np.empty(n, dtype=np.int64)
-    for start in range(0, n, batch_size):
-        sims = q[start:start + batch_size] @ db.T
-        rows = np.arange(start, start + sims.shape[0])
-        own = sims[np.arange(sims.shape[0]), rows]
-        ranks[start:start + sims.shape[0]] = (sims > own[:, None]).sum(axis=1) + 1
-    table = Table({"k": np.array(ks, dtype=np.int64),
-                   "accuracy": np.array([np.mean(ranks <= v) for v in ks]),
-                   "chance": np.array([v / n for v in ks])})
-    table.meta.update({"n_objects": n, "median_rank": float(np.median(ranks)),
-                       "mean_reciprocal_rank": float(np.mean(1.0 / ranks)), "ranks": ranks})
-    return table

@@ -75,7 +75,7 @@ class MemoryPairs(torch.utils.data.Dataset):
 
 
 def write_file(path, flux, image):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
 
     n = len(flux)
     with PairedDatasetWriter(path, overwrite=True) as w:

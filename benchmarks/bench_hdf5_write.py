@@ -1,7 +1,7 @@
 """Write speed, size and memory of the paired HDF5 training-set file.
 
 Writes ``--rows`` (20,000 by default) DESI-like image-spectrum pairs with
-`astroclip.data.hdf5.PairedDatasetWriter`, appending ``--chunk`` rows at a time,
+`astroclip.data.paired.PairedDatasetWriter`, appending ``--chunk`` rows at a time,
 and prints wall time, rows/s, file size and peak resident memory (which must
 stay under 1 GB: the writer never holds the set).  A first table compares the
 compression filters on a small sample, as ratios against the uncompressed write
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from astroclip.data.hdf5 import PairedDatasetWriter
+from astroclip.data.paired import PairedDatasetWriter
 from astroclip.inputs import grid
 
 

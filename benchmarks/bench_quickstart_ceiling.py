@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from astroclip.data.hdf5 import read_paired_dataset
+from astroclip.data.paired import read_paired_dataset
 from astroclip.models.image import ImageEncoder
 from astroclip.models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS
 from astroclip.models.spectrum import SpectrumEmbedder
-from astroclip.properties import (knn_regression, photometry_baseline, photometry_features,
+from astroclip.evaluation import (knn_regression, photometry_baseline, photometry_features,
                                   r2_score)
 from astroclip.quickstart import SIZES
 

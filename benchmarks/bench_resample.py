@@ -1,7 +1,7 @@
 """Flux-conserving resampling onto the DESI grid: astroclip vs specutils.
 
 Times, on the same DESI-like input, astroclip's vectorised resampler
-(`astroclip.inputs.spectra.resample_flux_conserving`, one sparse overlap matrix
+(`astroclip.inputs.resample.resample_flux_conserving`, one sparse overlap matrix
 per input grid applied to the whole batch) against specutils'
 `FluxConservingResampler` (a Python loop over output pixels, one spectrum at a
 time), and the full `prepare_spectra` path (unit conversion, masks, arms).
@@ -14,6 +14,10 @@ Cases:
 - ``DESI arms``: the three DESI arms on their native 0.8 A grids shifted by
   0.13 A, combined by inverse-variance weighting (`prepare_spectra` of a
   SpectrumList; specutils: the three arms resampled one by one).
+
+(An earlier ``--compare-scratch`` option timed hand-kept scratch buffers and a
+private SciPy kernel against plain numpy in one run; they made no measurable
+difference and were dropped: the numbers are in `astroclip.inputs.resample`.)
 
 Run ``python benchmarks/bench_resample.py`` (``--help`` for options).  Wall
 time is the best of ``--repeats`` runs; CPU time (process time) is shown too,
@@ -31,7 +35,8 @@ import astropy.units as u
 from astropy.nddata import InverseVariance
 
 from astroclip.inputs import grid
-from astroclip.inputs.spectra import prepare_spectra, resample_flux_conserving
+from astroclip.inputs.resample import resample_flux_conserving
+from astroclip.inputs.spectra import prepare_spectra
 
 
 def best_time(fn, repeats):

@@ -12,7 +12,7 @@ queries, top-10 by cosine similarity.  Prints:
   similarity matrix);
 - IVF (`faiss.IndexIVFFlat`): build time, search time and recall@10 against the
   exact result, for a few ``nprobe``;
-- `astroclip.properties.knn_regression` (k = 64) on 1,000,000 training objects.
+- `astroclip.evaluation.knn_regression` (k = 64) on 1,000,000 training objects.
 
 Run: ``python benchmarks/bench_search.py`` (``--quick`` for a 100,000-row smoke run).
 Timings depend on the machine and its load; ratios measured in the same run are the
@@ -27,7 +27,7 @@ import time
 import faiss
 import numpy as np
 
-from astroclip.properties import knn_regression
+from astroclip.evaluation import knn_regression
 from astroclip.search import SimilarityIndex
 
 

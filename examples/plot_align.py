@@ -29,7 +29,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from astroclip.models.clip import retrieval_accuracy
+from astroclip.evaluation import retrieval_accuracy
 from astroclip.models.image import ImageEncoder
 from astroclip.models.spectrum import SpectrumEncoder
 from astroclip.plotting.training import plot_cross_modal_retrievals, plot_training_curves
@@ -102,8 +102,8 @@ fig = plot_training_curves(run, smooth=5)
 with torch.no_grad():
     z_img = model.encode_image(val.images)
     z_spec = model.encode_spectrum(val.spectra)
-acc = retrieval_accuracy(z_img, z_spec, topk=(1, 5))
-print({k: round(v, 3) for k, v in acc.items()}, "chance:", round(1 / 128, 3), round(5 / 128, 3))
+acc = retrieval_accuracy(z_img, z_spec, k=(1, 5))
+print(acc)
 
 fig = plot_cross_modal_retrievals(val.images.numpy(), val.spectra.numpy(), z_img.numpy(),
                                   z_spec.numpy(), queries=[3, 40, 100], k=3)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import astroclip
-from astroclip.data.hdf5 import read_paired_dataset
+from astroclip.data.paired import read_paired_dataset
 from astroclip.inputs import grid
 from astroclip.plotting.retrieval import plot_retrieval
 from astroclip.quickstart import quickstart

@@ -27,7 +27,7 @@ import numpy as np
 from astropy.table import Table
 
 import astroclip
-from astroclip.data.hdf5 import read_paired_dataset
+from astroclip.data.paired import read_paired_dataset
 from astroclip.plotting.properties import plot_embedding_map
 from astroclip.quickstart import quickstart
 from astroclip.registry import register_model

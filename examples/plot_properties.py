@@ -25,7 +25,7 @@ import numpy as np
 from astropy.table import Table
 
 from astroclip.plotting.properties import plot_embedding_map, plot_predicted_vs_true
-from astroclip.properties import evaluate_properties
+from astroclip.evaluation import evaluate_properties
 from astroclip.search import SimilarityIndex
 
 rng = np.random.default_rng(42)
@@ -85,7 +85,7 @@ flux = 10 ** (-0.4 * (mags - 22.5))  # nanomaggies
 # Zero-shot, few-shot and baseline: the Table 1 of the paper
 # ----------------------------------------------------------
 #
-# `~astroclip.properties.evaluate_properties` runs the released protocol on a
+# `~astroclip.evaluation.evaluate_properties` runs the released protocol on a
 # train/test split: k-NN (k = 64, standardised embeddings, distance weights) in
 # each modality and across modalities, the MLP head on each modality, and the
 # MLP on photometry.  R^2 on the held-out objects:

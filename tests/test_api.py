@@ -149,7 +149,7 @@ def test_spectrum_only_model_cannot_embed_images(tmp_path, rng):
 
 
 def _write_paired(path, n, rng):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     with PairedDatasetWriter(path, label_names=("Z",)) as w:
         for start in range(0, n, 7):
             m = min(7, n - start)

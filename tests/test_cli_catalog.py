@@ -13,7 +13,7 @@ from .test_api import fake_images, tiny_model
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
 
     rng = np.random.default_rng(3)
     root = tmp_path_factory.mktemp("cat")

@@ -226,27 +226,3 @@ def test_bad_inputs(rng):
         small.add(more)
     assert small.ntotal() == 50 and len(small.ids()) == 50
     np.testing.assert_array_equal(small.search_arrays(db[:3], k=1)[1][:, 0], [0, 1, 2])
-
-
-def test_retrieval_accuracy(rng):
-    from astroclip.search import retrieval_accuracy
-
-    n = 300
-    spectra = rng.normal(size=(n, 16)).astype(np.float32)
-    images = spectra + 0.6 * rng.normal(size=spectra.shape).astype(np.float32)
-    t = retrieval_accuracy(images, spectra, k=(1, 5), batch_size=70)
-    # ranks agree with a brute-force argsort of the cosine similarities
-    s = _unit(images.astype(np.float64)) @ _unit(spectra.astype(np.float64)).T
-    ref_rank = np.array([np.flatnonzero(np.argsort(-s[i]) == i)[0] + 1 for i in range(n)])
-    np.testing.assert_array_equal(t.meta["ranks"], ref_rank)
-    np.testing.assert_allclose(t["accuracy"], [np.mean(ref_rank <= 1), np.mean(ref_rank <= 5)])
-    np.testing.assert_allclose(t["chance"], [1 / n, 5 / n])
-    assert t["accuracy"][0] > 10 / n
-    shuffled = retrieval_accuracy(images, spectra[rng.permutation(n)], k=5)
-    assert shuffled["accuracy"][0] < t["accuracy"][0]
-    with pytest.raises(ValueError, match="same objects"):
-        retrieval_accuracy(images, spectra[:10])
-    with pytest.raises(ValueError, match="between 1 and"):
-        retrieval_accuracy(images, spectra, k=n + 1)
-    with pytest.raises(ValueError, match="dimension"):
-        retrieval_accuracy(images, spectra[:, :8])

@@ -1,7 +1,7 @@
 """Options shared by several sub-commands."""
 
 __all__ = ["add_runtime_options", "add_run_folder_options", "add_lightning_options",
-           "lightning_kwargs", "read_embeddings"]
+           "lightning_kwargs"]
 
 
 def add_runtime_options(parser, *, model=True):
@@ -13,58 +13,6 @@ def add_runtime_options(parser, *, model=True):
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:N")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def read_embeddings(path):
-    """Read an `astroclip.embed_catalog` output: (targetid, {modality: array}, meta).
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    DataFileError
-        A file that cannot be read (truncated, corrupt, locked).
-    InputError
-        A readable file that is not an embeddings file.
-    """
-    from pathlib import Path
-
-    import numpy as np
-
-    from ..exceptions import DataFileError, InputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write it with `astroclip embed`")
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        from ..data.hdf5 import open_hdf5
-        with open_hdf5(path) as f:
-            if "targetid" not in f:
-                raise InputError(f"{path} is not an embeddings file written by "
-                                 "`astroclip embed` (no 'targetid')")
-            ids = f["targetid"][:]
-            emb = {k[:-len("_embedding")]: f[k][:] for k in f if k.endswith("_embedding")}
-            meta = dict(f.attrs)
-    else:
-        from astropy.io.registry import IORegistryError
-        from astropy.table import Table
-        try:
-            t = Table.read(path)
-        except (OSError, ValueError, TypeError, IORegistryError) as exc:
-            raise DataFileError(f"{path} cannot be read as a table ({str(exc).splitlines()[0]}); "
-                                "it is truncated, "
-                                "corrupt or not an embeddings file: write it again with "
-                                "`astroclip embed`") from None
-        if "targetid" not in t.colnames:
-            raise InputError(f"{path} is not an embeddings file written by `astroclip embed` "
-                             f"(no 'targetid' column; columns: {t.colnames[:10]})")
-        ids = np.asarray(t["targetid"])
-        emb = {c[:-len("_embedding")]: np.asarray(t[c]) for c in t.colnames
-               if c.endswith("_embedding")}
-        meta = dict(t.meta)
-    if not emb:
-        raise InputError(f"{path} holds no '*_embedding' column; write it with `astroclip embed`")
-    return ids, emb, meta
 
 
 def _devices(value):

@@ -24,8 +24,8 @@ def add_arguments(parser):
 
 
 def _weights_sha256(meta):
-    """The weights hash recorded by `astroclip.embed_catalog` (HDF5/Parquet or FITS key)."""
-    return str(meta.get("weights_sha256", meta.get("WTSHA256", "")) or "")
+    """The weights hash recorded by `astroclip.embed_catalog`."""
+    return str(meta.get("weights_sha256", "") or "")
 
 
 def _check_same_model(db_path, db_meta, query_path, query_meta):
@@ -43,7 +43,7 @@ def run(args):
 
     from .._io import atomic_path, check_output_path
     from ..search import SimilarityIndex
-    from ._common import read_embeddings
+    from ..data.embeddings import read_embeddings
 
     ids, emb, meta = read_embeddings(args.embeddings)
     modality = args.modality or ("image" if "image" in emb else next(iter(emb)))

@@ -322,7 +322,7 @@ def jitter_crop(images, size, *, generator=None, max_shift=0):
     size = int(size)
     if size > h or size > w:
         raise ValueError(f"crop size {size} is larger than the {h}x{w} images")
-    # same centre as torchvision's / astroclip.models.image.center_crop
+    # same centre as torchvision's / astroclip.inputs.images.center_crop
     top0, left0 = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     if max_shift:
         dy = torch.randint(-max_shift, max_shift + 1, (b,), generator=generator, device=x.device)

@@ -3,11 +3,12 @@
 A DESI coadd FITS file (``coadd-*.fits``) holds, for each fibre, the spectra of
 the three spectrograph arms B, R, Z (``{B,R,Z}_WAVELENGTH``, ``_FLUX``,
 ``_IVAR``, ``_MASK`` HDUs) and a ``FIBERMAP`` table of identifiers and
-photometry.  `read_desi_coadd` reads them with `astropy.io.fits`, combines the
-arms on the 7781-pixel grid by inverse-variance weighting where they overlap
-(`astroclip.inputs.spectra.prepare_spectra` does the same for the
-`~specutils.SpectrumList` that ``SpectrumList.read(path, format="DESI coadd")``
-returns) and flags sky fibres.  `join_redshifts` adds the redshift-fitter
+photometry.  `read_desi_coadd` reads them with `astropy.io.fits` into one
+`~specutils.SpectrumList` of arms per file and puts them on the 7781-pixel grid
+with `astroclip.inputs.spectra.prepare_spectra`, which combines the arms by
+inverse-variance weighting where they overlap (as it does for the SpectrumList
+that ``SpectrumList.read(path, format="DESI coadd")`` returns), and flags sky
+fibres.  `join_redshifts` adds the redshift-fitter
 columns (``Z``, ``ZWARN``, ``SPECTYPE``) by ``TARGETID``.
 """
 
@@ -17,13 +18,14 @@ import warnings
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
+from astropy.nddata import InverseVariance
 from astropy.io.fits.verify import VerifyError
 from astropy.table import MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from . import grid
 from ..exceptions import DataFileError, InputError
-from .spectra import (PreparedSpectra, _Group, _check_options, _make_arm, _prepare_groups)
+from .spectra import PreparedSpectra, prepare_spectra
 
 __all__ = ["read_desi_coadd", "join_redshifts", "DESI_COADD_HDUS"]
 
@@ -176,7 +178,6 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     616088619186127404     SKY   True     False False
      39627866878514741     TGT  False      True  True
     """
-    _check_options(min_coverage, on_invalid)
     if missing not in ("raise", "ignore"):
         raise InputError(f"missing must be 'raise' or 'ignore', not {missing!r}")
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -197,11 +198,6 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
         if rows.size == 0:
             continue
         name = os.path.basename(os.fspath(path))
-        group_arms = []
-        for arm, d in arms.items():
-            group_arms.append(_make_arm(
-                d["flux"][rows], d["wave"], d["wave_unit"], d["flux_unit"], "ivar",
-                d["ivar"][rows], d["flux_unit"], d["mask"][rows] != 0, f"{name} arm {arm}"))
         meta = fibermap[rows]
         if columns is not None:
             keep = ["TARGETID", "OBJTYPE"] + [c for c in columns
@@ -217,7 +213,7 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
         meta["FILE_ROW"] = rows.astype(np.int64)
         meta["IS_SKY"] = objtype == "SKY"
         meta["IS_TARGET"] = (objtype == "TGT") & (np.asarray(meta["TARGETID"]) > 0)
-        groups.append(_Group(group_arms, rows.size, meta=meta))
+        groups.append(_arms(arms, rows, meta, name))
     if wanted is not None:
         absent = np.setdiff1d(wanted, np.fromiter(found, dtype=np.int64, count=len(found)))
         if absent.size and missing == "raise":
@@ -227,8 +223,26 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
                              "or pass missing='ignore' to read those that are there")
     if not groups:
         raise InputError("none of the requested TARGETIDs is in the given file(s)")
-    return _prepare_groups(groups, min_coverage=min_coverage, on_invalid=on_invalid,
-                           meta=None, progress=progress)
+    prepared = prepare_spectra(groups, min_coverage=min_coverage, on_invalid=on_invalid,
+                               progress=progress)
+    del prepared.meta["ITEM"], prepared.meta["ITEM_ROW"]  # FILENAME and FILE_ROW say it
+    return prepared
+
+
+def _arms(arms, rows, meta, name):
+    """The arms of the fibres ``rows`` of one file as a `~specutils.SpectrumList`."""
+    from specutils import Spectrum, SpectrumList
+
+    out = SpectrumList()
+    for k, (arm, d) in enumerate(arms.items()):
+        out.append(Spectrum(flux=u.Quantity(d["flux"][rows], d["flux_unit"]),
+                            spectral_axis=u.Quantity(d["wave"], d["wave_unit"]),
+                            uncertainty=InverseVariance(d["ivar"][rows],
+                                                        unit=d["flux_unit"] ** -2),
+                            mask=d["mask"][rows] != 0,
+                            meta={"band": arm, "filename": name,
+                                  **({"fibermap": meta} if k == 0 else {})}))
+    return out
 
 
 def _read_redshift_catalog(path):

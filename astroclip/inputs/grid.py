@@ -14,7 +14,7 @@ __all__ = [
     "WAVE_MIN", "WAVE_MAX", "WAVE_STEP", "N_PIXELS", "WAVELENGTH", "WAVELENGTH_EDGES",
     "WAVELENGTH_UNIT", "FLUX_UNIT", "IVAR_UNIT", "DESI_ARMS",
     "BANDS", "PIXEL_SCALE", "IMAGE_SIZE", "CROP_SIZE_PAPER", "CROP_SIZE_RELEASED",
-    "NANOMAGGY", "NANOMAGGY_EQUIVALENCY", "COLOR_SCALES", "COLOR_RGB_PLANE",
+    "NANOMAGGY", "NANOMAGGY_EQUIVALENCY", "AB_NANOMAGGY", "COLOR_SCALES", "COLOR_RGB_PLANE",
     "COLOR_M", "COLOR_Q", "PSF_SIGMA_LOGNORMAL", "NOISE_SIGMA_LOGNORMAL",
     "wavelength_grid",
 ]
@@ -60,6 +60,8 @@ CROP_SIZE_RELEASED = 144
 NANOMAGGY = u.nanomaggy
 #: Equivalency turning maggies into a spectral flux density (AB zero point).
 NANOMAGGY_EQUIVALENCY = u.zero_point_flux(3631.0 * u.Jy)
+#: AB magnitude of a flux of one nanomaggy: ``m = AB_NANOMAGGY - 2.5 log10(flux / nanomaggy)``.
+AB_NANOMAGGY = 22.5
 
 #: Legacy Survey viewer colour mapping: per-band scale.
 COLOR_SCALES = {"g": 6.0, "r": 3.4, "z": 2.2}

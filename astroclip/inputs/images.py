@@ -28,11 +28,11 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from . import grid
-from .spectra import _split_masked
+from .._arrays import split_masked
 from ..exceptions import InputError
 
 __all__ = ["PreparedImages", "prepare_images", "color_map", "read_image_file",
-           "normalize_band"]
+           "normalize_band", "center_crop"]
 
 # band names we recognise; the models use grid.BANDS, the others are dropped
 _KNOWN_BANDS = ("u", "g", "r", "i", "z", "y", "w1", "w2", "w3", "w4", "nuv", "fuv")
@@ -485,7 +485,7 @@ def _items(images, bands, unit, wcs, pixel_scale, hdu):
                     out[-1].source = f"{out[-1].source}[{k}]"
             return out
     # arrays and Quantities; masked pixels (numpy.ma, astropy Masked) become NaN, then filled
-    images, masked = _split_masked(images)
+    images, masked = split_masked(images)
     if isinstance(images, u.Quantity):
         own, data = images.unit, images.value
     elif isinstance(images, np.ndarray) or np.isscalar(images) or hasattr(images, "__array__"):
@@ -552,13 +552,52 @@ def _resample(data, factor):
     return out
 
 
-def _center_crop(data, size, source):
-    h, w = data.shape[-2:]
+def center_crop(images, size, *, name="the images", fix="give larger cutouts or a smaller crop"):
+    """Centre crop ``(..., H, W)`` images (numpy arrays or torch tensors) to ``size x size``.
+
+    The one centre crop of the package (the input layer, the datasets and the
+    image encoders use it).  The offsets are those of torchvision's
+    ``CenterCrop``, ``round((H - size) / 2)`` with Python's rounding, so that
+    the released models see the pixels they were trained on; for an even
+    margin (152 -> 144 or 96) it is the exact centre.
+
+    Parameters
+    ----------
+    images : `numpy.ndarray` or `torch.Tensor`
+        Images whose last two axes are the pixels.
+    size : int
+        Side of the crop (pixels).
+    name, fix : str, optional
+        What the images are and what to do about too small ones, for the
+        error message.
+
+    Returns
+    -------
+    `numpy.ndarray` or `torch.Tensor`
+        A view of ``images`` of shape ``(..., size, size)``.
+
+    Raises
+    ------
+    InputError
+        Images smaller than the crop.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip.inputs.images import center_crop
+    >>> center_crop(np.zeros((3, 152, 152)), 96).shape
+    (3, 96, 96)
+    >>> center_crop(np.arange(25).reshape(5, 5), 2).tolist()  # offsets round(1.5) = 2
+    [[12, 13], [17, 18]]
+    """
+    size = int(size)
+    h, w = images.shape[-2:]
     if h < size or w < size:
-        raise InputError(f"{source}: the image is {h}x{w} px (at 0.262\"/px), smaller than "
-                         f"size={size}; give a larger cutout or a smaller size=")
-    top, left = (h - size) // 2, (w - size) // 2
-    return data[..., top:top + size, left:left + size]
+        raise InputError(f"{name}: {h}x{w} px, smaller than the {size}x{size} centre crop; "
+                         f"{fix}")
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return images[..., top:top + size, left:left + size]
 
 
 def _fill(data, how, source):
@@ -691,7 +730,8 @@ def prepare_images(images, *, bands=None, unit=None, size=grid.IMAGE_SIZE, cente
                 resampled = True
         data = item.data
         if size is not None:
-            data = _center_crop(data, size, item.source)
+            data = center_crop(data, size, name=f"{item.source}: the image at 0.262\"/px",
+                               fix="give a larger cutout or a smaller size=")
         data = np.array(data, dtype=np.float64)
         counts = _fill(data, fill, item.source)
         out.append(data.astype(np.float32))

@@ -1,4 +1,4 @@
-"""Spectra in any units -> flux and inverse variance on the DESI grid.
+"""Spectra in any units -> flux and inverse variance on the DESI grid: the pipeline.
 
 The models read spectra as float32 flux in ``1e-17 erg s^-1 cm^-2 Angstrom^-1``
 on the DESI coadd grid (3600-9824 Angstrom in vacuum, 0.8 Angstrom, 7781
@@ -8,43 +8,30 @@ pixels, `astroclip.inputs.grid`) with an inverse variance of the same shape,
 `prepare_spectra` is the one entry point: it takes `specutils.Spectrum`
 objects (1-D or 2-D flux), lists of them, the `~specutils.SpectrumList` of the
 three arms of a DESI coadd (combined by inverse-variance weighting where they
-overlap), astropy Quantities or plain numpy arrays with explicit units, converts
-the spectral axis with ``u.spectral()`` and the flux with
-``u.spectral_density`` at each pixel's wavelength, turns any astropy uncertainty
-into an inverse variance, and resamples onto the grid with
-`resample_flux_conserving`, a vectorised flux-conserving resampler (exact pixel
-overlaps, one sparse matrix per input grid applied to the whole batch).
+overlap), lists of such SpectrumLists, astropy Quantities or plain numpy arrays
+with explicit units.  Everything becomes groups of rows made of one or more
+arms; the units are converted by `astroclip.inputs.units` and the arms
+resampled by `astroclip.inputs.resample`, then combined; the result is a
+`PreparedSpectra` with a row-aligned table of quality flags.
 """
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import astropy.units as u
-from astropy.nddata import (NDUncertainty, StdDevUncertainty, VarianceUncertainty,
-                            InverseVariance)
+from astropy.nddata import InverseVariance
 from astropy.table import Table
 
 from . import grid
+from .._arrays import split_masked
+from .._progress import progress_bar
 from ..exceptions import InputError
+from .resample import (RowSource, check_n_jobs, for_row_chunks, overlap_operator, pixel_edges,
+                       transpose_into)
+from .units import check_shape, flux_factor, uncertainty_parts, wavelength_angstrom
 
-__all__ = ["PreparedSpectra", "prepare_spectra", "resample_flux_conserving",
-           "overlap_matrix", "edges_from_centres"]
+__all__ = ["PreparedSpectra", "prepare_spectra"]
 
-#: Rows processed at a time (the batch is transposed chunk by chunk so that the
-#: sparse products run over contiguous memory; 128-256 fits in cache).
-_CHUNK = 64
-#: Overlaps shorter than this fraction of the output pixel are rounding noise.
-_OVERLAP_RTOL = 1e-8
-#: Cache of overlap matrices, one per (input edges, output edges) pair.
-_MATRIX_CACHE = OrderedDict()
-_MATRIX_CACHE_SIZE = 32
-
-
-# --------------------------------------------------------------------------------------
-# The result
-# --------------------------------------------------------------------------------------
 
 @dataclass
 class PreparedSpectra:
@@ -111,587 +98,13 @@ class PreparedSpectra:
 
 
 # --------------------------------------------------------------------------------------
-# Flux-conserving resampling
-# --------------------------------------------------------------------------------------
-
-def edges_from_centres(centres):
-    """Pixel edges from pixel centres: midpoints, the outer two extrapolated.
-
-    The convention of `specutils.SpectralAxis.bin_edges`.
-
-    Parameters
-    ----------
-    centres : array-like or `~astropy.units.Quantity`
-        ``n >= 2`` strictly monotonic pixel centres.
-
-    Returns
-    -------
-    `numpy.ndarray` or `~astropy.units.Quantity`
-        ``n + 1`` edges, in the unit of ``centres``.
-
-    Examples
-    --------
-    >>> from astroclip.inputs.spectra import edges_from_centres
-    >>> edges_from_centres([1.0, 2.0, 4.0])
-    array([0.5, 1.5, 3. , 5. ])
-    """
-    unit = getattr(centres, "unit", None)
-    c = np.asarray(getattr(centres, "value", centres), dtype=np.float64)
-    if c.ndim != 1 or c.size < 2:
-        raise InputError("pixel edges need at least 2 pixel centres on a 1-D axis; "
-                         "give the pixel edges explicitly for a single pixel")
-    edges = np.empty(c.size + 1)
-    edges[1:-1] = 0.5 * (c[1:] + c[:-1])
-    edges[0] = c[0] - 0.5 * (c[1] - c[0])
-    edges[-1] = c[-1] + 0.5 * (c[-1] - c[-2])
-    return edges if unit is None else u.Quantity(edges, unit)
-
-
-def overlap_matrix(in_edges, out_edges=None):
-    """Exact overlaps between input and output pixels, as a sparse matrix.
-
-    Element ``(i, j)`` is the length of the intersection of input pixel ``j``
-    with output pixel ``i``.  Built with numpy from the merged list of edges
-    (no loop); cached per pair of grids.
-
-    Parameters
-    ----------
-    in_edges : array-like
-        ``n_in + 1`` strictly increasing input pixel edges.
-    out_edges : array-like, optional
-        ``n_out + 1`` strictly increasing output pixel edges, in the same unit;
-        the DESI grid edges in Angstrom by default.
-
-    Returns
-    -------
-    `scipy.sparse.csr_matrix`
-        float64 ``(n_out, n_in)`` matrix of overlap lengths.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astroclip.inputs.spectra import overlap_matrix
-    >>> overlap_matrix(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5])).toarray()
-    array([[0.5, 0.5]])
-    """
-    a = np.asarray(in_edges, dtype=np.float64)
-    b = grid.WAVELENGTH_EDGES if out_edges is None else np.asarray(out_edges, dtype=np.float64)
-    lo, hi = max(a[0], b[0]), min(a[-1], b[-1])
-    shape = (b.size - 1, a.size - 1)
-    if not hi > lo:
-        return sp.csr_matrix(shape)
-    cuts = np.union1d(a[(a > lo) & (a < hi)], b[(b > lo) & (b < hi)])
-    cuts = np.concatenate([[lo], cuts, [hi]])
-    length = np.diff(cuts)
-    mid = 0.5 * (cuts[1:] + cuts[:-1])
-    j = np.searchsorted(a, mid, side="right") - 1
-    i = np.searchsorted(b, mid, side="right") - 1
-    keep = length > _OVERLAP_RTOL * np.diff(b)[i]
-    return sp.csr_matrix((length[keep], (i[keep], j[keep])), shape=shape)
-
-
-class _Operator:
-    """The overlap matrix of one input grid restricted to the pixels that overlap."""
-
-    def __init__(self, in_edges, out_edges):
-        matrix = overlap_matrix(in_edges, out_edges)
-        rows = np.flatnonzero(np.diff(matrix.indptr))
-        cols = np.unique(matrix.indices)
-        self.n_out = matrix.shape[0]
-        self.out_width = np.diff(out_edges)
-        if rows.size == 0:
-            self.rows = slice(0, 0)
-            self.cols = slice(0, 0)
-            self.coverage = 0.0
-            self.row_cover = np.zeros(self.n_out)
-            return
-        self.rows = slice(rows[0], rows[-1] + 1)
-        self.cols = slice(cols[0], cols[-1] + 1)
-        sub = matrix[self.rows, self.cols].tocsr()
-        sub.sort_indices()
-        self.p32 = sub.astype(np.float32)
-        self.p2_32 = sub.multiply(sub).tocsr().astype(np.float32)
-        #: fraction of each output pixel covered by the input range
-        self.row_cover = np.asarray(matrix.sum(axis=1)).ravel() / self.out_width
-        self.coverage = float(np.mean(np.minimum(self.row_cover, 1.0)))
-
-
-def _operator(in_edges, out_edges):
-    key = (in_edges.tobytes(), out_edges.tobytes())
-    op = _MATRIX_CACHE.get(key)
-    if op is None:
-        op = _Operator(in_edges, out_edges)
-        _MATRIX_CACHE[key] = op
-        while len(_MATRIX_CACHE) > _MATRIX_CACHE_SIZE:
-            _MATRIX_CACHE.popitem(last=False)
-    else:
-        _MATRIX_CACHE.move_to_end(key)
-    return op
-
-
-class _Workspace:
-    """Scratch arrays reused from chunk to chunk (one per thread).
-
-    Allocating and freeing several MB per chunk makes the C allocator hand the
-    memory back to the system and fault it in again, which cost more than the
-    arithmetic; named buffers are kept and handed out as contiguous views.
-    """
-
-    def __init__(self):
-        self._flat = {}
-
-    def get(self, name, shape, dtype=np.float32):
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
-        if flat is None or flat.dtype != dtype or flat.size < size:
-            flat = self._flat[name] = np.empty(size, dtype)
-        return flat[:size].reshape(shape)
-
-
-try:  # the kernel behind ``csr_matrix @ dense``, called with our own output array
-    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
-except ImportError:  # pragma: no cover - other scipy layouts
-    _csr_matvecs = None
-
-
-def _spmm(matrix, dense, out):
-    """``out[...] = matrix @ dense`` for a CSR matrix and C-contiguous float32 arrays."""
-    if _csr_matvecs is None or not (dense.flags.c_contiguous and out.flags.c_contiguous):
-        out[...] = matrix @ dense
-        return out
-    out.fill(0)
-    _csr_matvecs(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr,
-                 matrix.indices, matrix.data, dense.ravel(), out.ravel())
-    return out
-
-
-def _apply(op, flux_t, var_t, good_t, ws):
-    """Resample one transposed chunk.
-
-    ``flux_t``, ``var_t`` are float32 ``(n_in_sub, ch)`` with bad pixels already
-    zeroed; ``good_t`` is the float32 0/1 weight. ``var_t=None`` means unit
-    variance on good pixels.  Returns flux and ivar, ``(n_out_sub, ch)`` views of
-    ``ws`` buffers (valid until the next call with the same workspace).
-    Where no good pixel overlaps, ``num = den = vnum = 0`` exactly, so dividing by
-    ``max(den, tiny)`` gives 0 there without a mask.
-    """
-    shape = (op.p32.shape[0], flux_t.shape[1])
-    num = _spmm(op.p32, flux_t, ws.get("num", shape))
-    den = _spmm(op.p32, good_t, ws.get("den", shape))
-    vnum = _spmm(op.p2_32, good_t if var_t is None else var_t, ws.get("vnum", shape))
-    tiny = np.finfo(np.float32).tiny
-    safe = np.maximum(den, tiny, out=ws.get("safe", shape))
-    np.divide(num, safe, out=num)
-    np.multiply(den, den, out=den)
-    np.maximum(vnum, tiny, out=vnum)
-    np.divide(den, vnum, out=den)
-    return num, den
-
-
-def _for_chunks(n_rows, work, n_jobs):
-    """Call ``work(start, stop, workspace)`` on consecutive row chunks, on ``n_jobs`` threads.
-
-    The chunks write disjoint output rows, and numpy and scipy.sparse release the
-    GIL in the heavy calls, so threads scale; each thread has its own
-    `_Workspace`; the first error is re-raised.
-    """
-    import threading
-
-    starts = range(0, n_rows, _CHUNK)
-    if n_jobs is None or n_jobs <= 1 or n_rows <= _CHUNK:
-        ws = _Workspace()
-        for start in starts:
-            work(start, min(start + _CHUNK, n_rows), ws)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    local = threading.local()
-
-    def run(start):
-        if not hasattr(local, "ws"):
-            local.ws = _Workspace()
-        work(start, min(start + _CHUNK, n_rows), local.ws)
-
-    with ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
-        for future in [pool.submit(run, start) for start in starts]:
-            future.result()
-
-
-def _check_n_jobs(n_jobs):
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise InputError(f"n_jobs must be a positive integer (threads), not {n_jobs!r}")
-
-
-def _transpose_into(dst, src, rows, cols):
-    """``dst[rows, cols] = src.T`` done in cache-friendly column blocks."""
-    step = 512
-    n = src.shape[0]
-    start = cols.start
-    for k in range(0, n, step):
-        dst[rows, start + k:start + min(k + step, n)] = src[k:k + step].T
-
-
-def _as_edges_angstrom(wavelength, name="wavelength"):
-    """Quantity or array (taken as Angstrom) -> float64 Angstrom values."""
-    if isinstance(wavelength, u.Quantity):
-        try:
-            return wavelength.to_value(u.AA, u.spectral()).astype(np.float64)
-        except u.UnitConversionError:
-            raise u.UnitConversionError(
-                f"{name} has unit {wavelength.unit!s}, which is not a wavelength, frequency, "
-                "energy or wavenumber; give it in such a unit (e.g. Angstrom)") from None
-    return np.asarray(wavelength, dtype=np.float64)
-
-
-def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edges=None,
-                             n_jobs=1):
-    """Resample a batch of spectra onto a grid, conserving flux.
-
-    Each output pixel gets the overlap-weighted mean of the flux densities of
-    the valid input pixels it overlaps (exact overlap fractions, as in
-    `specutils.manipulation.FluxConservingResampler`), so that the integral of
-    the flux density over any range of whole output pixels is conserved; its
-    variance is that of this weighted mean,
-    ``var_i = sum_j p_ij**2 var_j / (sum_j p_ij)**2``.  Input pixels that are
-    masked, non-finite or have ``ivar == 0`` carry no weight; output pixels
-    that no valid input pixel overlaps get flux 0 and ivar 0.
-
-    The overlap matrix is built once per input grid (and cached) and applied to
-    the whole batch as a sparse matrix product: there is no Python loop over
-    pixels or spectra.
-
-    Parameters
-    ----------
-    wavelength : array-like or `~astropy.units.Quantity`
-        Input pixel centres (``n``) or edges (``n + 1``), shared by the batch,
-        or ``(N, n)`` / ``(N, n + 1)`` for one grid per spectrum (rows with the
-        same grid are processed together).  Plain arrays are in the unit of
-        ``out_edges`` (Angstrom by default); Quantities are converted with
-        ``u.spectral()``.  Strictly increasing or strictly decreasing.
-    flux : array-like
-        ``(N, n)`` or ``(n,)`` flux density per unit wavelength (any unit; the
-        output is in the same unit).
-    ivar : array-like, optional
-        Inverse variance, same shape as ``flux``, ``>= 0``.  Without it every
-        finite pixel has unit variance.
-    mask : array-like of bool, optional
-        True where a pixel is bad, same shape as ``flux``.
-    out_edges : array-like or `~astropy.units.Quantity`, optional
-        ``n_out + 1`` increasing output pixel edges; the DESI grid
-        (`astroclip.inputs.grid.WAVELENGTH_EDGES`, Angstrom) by default.
-    n_jobs : int, optional
-        Threads working on chunks of rows (1: none).
-
-    Returns
-    -------
-    flux, ivar : `numpy.ndarray`
-        float32 ``(N, n_out)`` (or ``(n_out,)`` for a 1-D input).
-
-    See Also
-    --------
-    prepare_spectra : units, uncertainties, masks and DESI arms, then this.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from astroclip.inputs.spectra import resample_flux_conserving
-    >>> wave = np.arange(0.5, 10.0, 1.0)           # 10 pixels of width 1
-    >>> flux = np.ones((2, 10)); ivar = np.ones((2, 10))
-    >>> f, iv = resample_flux_conserving(wave, flux, ivar, out_edges=np.arange(0, 11, 2.0))
-    >>> f
-    array([[1., 1., 1., 1., 1.],
-           [1., 1., 1., 1., 1.]], dtype=float32)
-    >>> iv                                          # two pixels averaged: ivar doubles
-    array([[2., 2., 2., 2., 2.],
-           [2., 2., 2., 2., 2.]], dtype=float32)
-    """
-    if isinstance(flux, u.Quantity):
-        raise TypeError("resample_flux_conserving takes plain arrays; use prepare_spectra "
-                        "for fluxes with units, or pass flux.value (per unit wavelength)")
-    _check_n_jobs(n_jobs)
-    flux = np.asarray(flux)
-    one_d = flux.ndim == 1
-    flux2 = np.atleast_2d(flux)
-    if flux2.ndim != 2:
-        raise InputError(f"flux must be 1-D or 2-D (spectra, pixels), got shape {flux.shape}")
-    n_spec, n_pix = flux2.shape
-    out = grid.WAVELENGTH_EDGES if out_edges is None else _as_edges_angstrom(out_edges, "out_edges")
-    if out.ndim != 1 or out.size < 2 or not np.all(np.diff(out) > 0):
-        raise InputError("out_edges must be a 1-D strictly increasing array of >= 2 edges")
-    ivar2 = None if ivar is None else _same_shape(ivar, flux2, "ivar")
-    mask2 = None if mask is None else _same_shape(mask, flux2, "mask").astype(bool)
-    wave = _as_edges_angstrom(wavelength)
-    if wave.ndim == 1:
-        groups = [(wave, slice(None))]
-    elif wave.ndim == 2 and wave.shape[0] == n_spec:
-        uniq, inverse = np.unique(wave, axis=0, return_inverse=True)
-        groups = [(uniq[g], np.flatnonzero(inverse.ravel() == g)) for g in range(len(uniq))]
-    else:
-        raise InputError(f"wavelength must be 1-D or (N, n) with N = {n_spec}, "
-                         f"got shape {wave.shape}")
-    out_flux = np.zeros((n_spec, out.size - 1), np.float32)
-    out_ivar = np.zeros_like(out_flux)
-    for axis, rows in groups:
-        edges, flip = _edges_from_axis(axis, n_pix, "wavelength")
-        op = _operator(edges, out)
-        f_rows = flux2[rows]
-        i_rows = None if ivar2 is None else ivar2[rows]
-        m_rows = None if mask2 is None else mask2[rows]
-        if flip:
-            f_rows = f_rows[:, ::-1]
-            i_rows = None if i_rows is None else i_rows[:, ::-1]
-            m_rows = None if m_rows is None else m_rows[:, ::-1]
-        src = _Source(f_rows, None, None if i_rows is None else "ivar", i_rows, None, m_rows)
-        res_flux, res_ivar = (out_flux, out_ivar) if isinstance(rows, slice) else (
-            np.zeros((len(f_rows), out.size - 1), np.float32),
-            np.zeros((len(f_rows), out.size - 1), np.float32))
-        if op.rows.stop == op.rows.start:
-            continue
-
-        def work(start, stop, ws, src=src, op=op, res_flux=res_flux, res_ivar=res_ivar):
-            flux_t, var_t, good_t, _ = src.chunk(start, stop, op.cols, ws, count=False)
-            f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
-            _transpose_into(res_flux, f_t, slice(start, stop), op.rows)
-            _transpose_into(res_ivar, i_t, slice(start, stop), op.rows)
-
-        _for_chunks(len(f_rows), work, n_jobs)
-        if not isinstance(rows, slice):
-            out_flux[rows] = res_flux
-            out_ivar[rows] = res_ivar
-    if one_d:
-        return out_flux[0], out_ivar[0]
-    return out_flux, out_ivar
-
-
-def _same_shape(arr, ref, name):
-    arr = np.asarray(getattr(arr, "value", arr))
-    arr2 = arr.reshape(1, -1) if (arr.ndim == 1 and ref.shape[0] == 1) else arr
-    if arr2.shape != ref.shape:
-        raise InputError(f"{name} has shape {arr.shape} but flux has shape {ref.shape}; "
-                         f"give one {name} value per flux pixel")
-    return arr2
-
-
-def _edges_from_axis(axis, n_pix, name):
-    """Angstrom centres or edges -> (increasing edges, flipped?) with checks."""
-    if axis.size == 0 or n_pix == 0:
-        raise InputError("the spectrum is empty (no pixels); give at least 2 pixels")
-    if not np.all(np.isfinite(axis)):
-        bad = np.flatnonzero(~np.isfinite(axis))
-        raise InputError(f"{name} has {bad.size} non-finite values (first at index {bad[0]}); "
-                         "every pixel needs a finite wavelength (zero frequency or energy "
-                         "has no wavelength)")
-    if axis.size not in (n_pix, n_pix + 1):
-        raise InputError(f"{name} has {axis.size} values for {n_pix} flux pixels; give one "
-                         "wavelength per pixel (centres) or n + 1 pixel edges")
-    if axis.size < 2:
-        raise InputError(f"{name} has a single pixel centre, so the pixel width is unknown; "
-                         "give the 2 pixel edges instead")
-    step = np.diff(axis)
-    if np.any(step == 0):
-        k = int(np.flatnonzero(step == 0)[0])
-        raise InputError(f"{name} has duplicate values ({axis[k]:.6g} Angstrom at indices "
-                         f"{k} and {k + 1}); every pixel needs its own wavelength: remove or "
-                         "merge the duplicated pixels")
-    flip = step[0] < 0
-    if np.any((step < 0) != flip):
-        k = int(np.flatnonzero((step < 0) != flip)[0])
-        raise InputError(f"{name} is not monotonic (at index {k + 1}: {axis[k]:.6g} then "
-                         f"{axis[k + 1]:.6g} Angstrom); sort the pixels by wavelength (e.g. "
-                         "order = np.argsort(wavelength)) and apply the same order to flux, "
-                         "uncertainty and mask")
-    if flip:
-        axis = axis[::-1]
-    edges = axis if axis.size == n_pix + 1 else edges_from_centres(axis)
-    if not np.all(np.diff(edges) > 0):
-        raise InputError(f"{name}: the pixel edges derived from the centres are not "
-                         "increasing (very irregular pixel spacing); give the pixel edges")
-    return np.ascontiguousarray(edges), flip
-
-
-class _Source:
-    """One arm's raw arrays with their per-pixel unit factors; makes transposed chunks.
-
-    ``flux`` (N, n) raw values with ``flux_factor`` (n,) to FLUX_UNIT (None: 1);
-    ``unc`` (N, n) raw uncertainty of kind 'ivar' / 'var' / 'std' with
-    ``unc_factor`` (n,) converting its standard-deviation unit to FLUX_UNIT;
-    ``mask`` (N, n) bool, True = bad.
-    """
-
-    def __init__(self, flux, flux_factor, unc_kind, unc, unc_factor, mask):
-        self.flux = flux
-        self.flux_factor = flux_factor
-        self.unc_kind = unc_kind
-        self.unc = unc
-        self.unc_factor = unc_factor
-        self.mask = mask
-
-    def __len__(self):
-        return len(self.flux)
-
-    def chunk(self, start, stop, cols, ws, *, count=True):
-        """Rows ``start:stop``, pixels ``cols`` -> (flux_t, var_t, good_t, n_finite_flux).
-
-        Everything is transposed to ``(pixels, rows)``, float32, in ``FLUX_UNIT``, in
-        buffers of the workspace ``ws``; ``var_t`` is None without an uncertainty;
-        bad pixels are zeroed; ``good_t`` is their float32 0/1 weight.
-        """
-        shape = (cols.stop - cols.start, stop - start)
-        flux_t = ws.get("flux", shape)
-        raw = self.flux[start:stop, cols].T
-        # with a unit conversion, convert in float64 first: raw values in other units
-        # (e.g. variances in (erg/s/cm2/Hz)^2 ~ 1e-59) do not fit in float32
-        if self.flux_factor is None:
-            np.copyto(flux_t, raw, casting="unsafe")
-        else:
-            f64 = ws.get("f64", shape, np.float64)
-            np.copyto(f64, raw, casting="unsafe")
-            f64 *= self.flux_factor[cols][:, None]
-            np.copyto(flux_t, f64, casting="unsafe")
-        good = ws.get("good", shape, bool)
-        n_finite = np.isfinite(flux_t, out=good).sum(axis=0) if count else None
-        var_t = None
-        if self.unc_kind is None:
-            np.isfinite(flux_t, out=good)
-        else:
-            var_t = ws.get("var", shape)
-            raw = self.unc[start:stop, cols].T
-            work = var_t if self.unc_factor is None else ws.get("f64", shape, np.float64)
-            np.copyto(work, raw, casting="unsafe")
-            if np.fmin.reduce(work, axis=None) < 0:
-                row = start + int(np.flatnonzero((work < 0).any(axis=0))[0])
-                what = {"ivar": "inverse variance", "var": "variance",
-                        "std": "standard deviation"}[self.unc_kind]
-                raise InputError(f"spectrum {row} has negative {what} values; uncertainties "
-                                 "must be >= 0 (mark bad pixels with the mask, or ivar = 0)")
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                if self.unc_kind == "ivar":
-                    np.reciprocal(work, out=work)
-                elif self.unc_kind == "std":
-                    np.multiply(work, work, out=work)
-                if self.unc_factor is not None:
-                    work *= (self.unc_factor[cols] ** 2)[:, None]
-                    np.copyto(var_t, work, casting="unsafe")
-                # one pass for both: NaN or inf in either makes the sum non-finite
-                # (ivar = 0 gave var = inf)
-                total = np.add(flux_t, var_t, out=ws.get("tmp", shape))
-                np.isfinite(total, out=good)
-        if self.mask is not None:
-            bad = np.logical_not(self.mask[start:stop, cols].T, out=ws.get("bad", shape, bool))
-            good &= bad
-        bad = np.logical_not(good, out=ws.get("bad", shape, bool))
-        if var_t is not None:
-            if np.fmin.reduce(var_t, axis=None) == 0:
-                zero = good & (var_t == 0)
-                if zero.any():
-                    row = start + int(np.flatnonzero(zero.any(axis=0))[0])
-                    raise InputError(f"spectrum {row} has unmasked pixels with zero variance "
-                                     "(infinite inverse variance); give realistic "
-                                     "uncertainties or mask those pixels")
-            np.copyto(var_t, 0, where=bad)
-        np.copyto(flux_t, 0, where=bad)
-        good_t = ws.get("goodf", shape)
-        np.copyto(good_t, good)
-        return flux_t, var_t, good_t, n_finite
-
-
-# --------------------------------------------------------------------------------------
-# Units
-# --------------------------------------------------------------------------------------
-
-_FLUX_HINT = ("give the flux as a spectral flux density: per unit wavelength (e.g. "
-              "1e-17 erg/(s cm2 Angstrom), W/(m2 nm)), per unit frequency (Jy, "
-              "erg/(s cm2 Hz)) or photons per unit wavelength")
-
-
-def _flux_factor(unit, centres, name="flux"):
-    """Per-pixel factor converting ``unit`` to FLUX_UNIT at ``centres`` (Angstrom)."""
-    if isinstance(unit, u.FunctionUnitBase) or isinstance(unit, u.LogUnit):
-        raise u.UnitConversionError(
-            f"{name} is in logarithmic units ({unit}); convert it to a linear flux density "
-            "first (e.g. flux.physical or flux.to(u.Jy)) and propagate the uncertainty")
-    if unit == u.dimensionless_unscaled:
-        raise u.UnitsError(
-            f"{name} has no unit; astroclip never assumes one: pass flux_unit=... (e.g. "
-            "flux_unit='1e-17 erg/(s cm2 Angstrom)') or an astropy Quantity / Spectrum "
-            "with a flux unit")
-    if unit.is_equivalent(u.erg / u.s / u.cm**2):
-        raise u.UnitConversionError(
-            f"{name} unit {unit} is a flux (power per area), not a flux density; if it is "
-            "lambda*F_lambda divide by the wavelength, if it is the flux per pixel divide by "
-            "the pixel width")
-    try:
-        factor = (1.0 * unit).to_value(grid.FLUX_UNIT, u.spectral_density(centres * u.AA))
-    except u.UnitConversionError:
-        if unit.is_equivalent(u.Jy / u.sr) or unit.is_equivalent(grid.FLUX_UNIT / u.sr):
-            hint = ("it is a surface brightness: multiply by the solid angle of the fibre or "
-                    "aperture (e.g. flux * (np.pi * (0.75 * u.arcsec)**2).to(u.sr))")
-        elif unit.is_equivalent(u.count) or unit.is_equivalent(u.count / u.s) \
-                or unit.is_equivalent(u.adu):
-            hint = "it is not flux-calibrated: calibrate it first"
-        else:
-            hint = _FLUX_HINT
-        raise u.UnitConversionError(
-            f"{name} unit {unit} cannot be converted to {grid.FLUX_UNIT} "
-            f"(DESI flux density): {hint}") from None
-    return np.broadcast_to(np.asarray(factor, dtype=np.float64), centres.shape)
-
-
-def _std_unit(kind, unit, flux_unit):
-    """The unit of a standard deviation for an uncertainty of ``kind`` in ``unit``."""
-    if unit is None:
-        return flux_unit
-    if kind == "std":
-        return unit
-    if kind == "var":
-        return unit ** 0.5
-    return unit ** -0.5
-
-
-def _uncertainty_parts(uncertainty, ivar, flux_unit, shape):
-    """Normalise the uncertainty arguments -> (kind, array, std unit) or (None,)*3."""
-    if uncertainty is not None and ivar is not None:
-        raise InputError("give either uncertainty= or ivar=, not both")
-    if ivar is not None:
-        unit = getattr(ivar, "unit", None)
-        if isinstance(ivar, InverseVariance):
-            unit, ivar = ivar.unit, ivar.array
-        arr = np.asarray(getattr(ivar, "value", ivar))
-        return "ivar", _check_shape(arr, shape, "ivar"), _std_unit("ivar", unit, flux_unit)
-    if uncertainty is None:
-        return None, None, None
-    if isinstance(uncertainty, NDUncertainty):
-        kinds = {StdDevUncertainty: "std", VarianceUncertainty: "var", InverseVariance: "ivar"}
-        kind = next((k for t, k in kinds.items() if isinstance(uncertainty, t)), None)
-        if kind is None:
-            raise TypeError(f"uncertainty of type {type(uncertainty).__name__} cannot be "
-                            "turned into an inverse variance; use StdDevUncertainty, "
-                            "VarianceUncertainty or InverseVariance")
-        arr = np.asarray(uncertainty.array)
-        return kind, _check_shape(arr, shape, "uncertainty"), _std_unit(
-            kind, uncertainty.unit, flux_unit)
-    if isinstance(uncertainty, u.Quantity):
-        return "std", _check_shape(uncertainty.value, shape, "uncertainty"), uncertainty.unit
-    raise TypeError("a plain array uncertainty is ambiguous: wrap it in "
-                    "astropy.nddata.StdDevUncertainty, VarianceUncertainty or "
-                    "InverseVariance, give a Quantity standard deviation, or use ivar=")
-
-
-def _check_shape(arr, shape, name):
-    if arr.shape != tuple(shape):
-        raise InputError(f"{name} has shape {arr.shape} but flux has shape {tuple(shape)}; "
-                         f"give one {name} value per flux pixel")
-    return arr
-
-
-# --------------------------------------------------------------------------------------
 # Input normalisation: everything becomes groups of rows made of one or more arms
 # --------------------------------------------------------------------------------------
 
 @dataclass
 class _Arm:
     edges: np.ndarray
-    source: _Source
+    source: RowSource
     ivar_known: bool
     label: str = ""
 
@@ -709,31 +122,27 @@ def _make_arm(flux, axis_value, axis_unit, flux_unit, unc_kind, unc, unc_unit, m
     """Raw arrays (N, n) + spectral axis -> an _Arm (validated, converted factors)."""
     if flux.size == 0 or flux.shape[-1] == 0:
         raise InputError(f"{label}: the spectrum is empty (no pixels); give at least 2 pixels")
-    try:
-        axis = u.Quantity(axis_value, axis_unit).to_value(u.AA, u.spectral())
-    except u.UnitConversionError:
-        raise u.UnitConversionError(
-            f"{label}: the spectral axis unit {axis_unit} is not a wavelength, frequency, "
-            "energy or wavenumber; give it in such a unit (e.g. Angstrom, nm, Hz, eV), or "
-            "pass wavelength_unit= for a plain array") from None
-    axis = np.asarray(axis, dtype=np.float64)
+    axis = wavelength_angstrom(u.Quantity(axis_value, axis_unit),
+                               name=f"{label}: the spectral axis",
+                               fix="give it in such a unit (e.g. Angstrom, nm, Hz, eV), or pass "
+                                   "wavelength_unit= for a plain array")
     n_pix = flux.shape[-1]
-    edges, flip = _edges_from_axis(axis, n_pix, f"{label} wavelength")
+    edges, flip = pixel_edges(axis, n_pix, f"{label} wavelength")
     if flip:
         flux = flux[:, ::-1]
         unc = None if unc is None else unc[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
     centres = 0.5 * (edges[1:] + edges[:-1]) if axis.size == n_pix + 1 else (
         axis[::-1] if flip else axis)
-    flux_factor = _flux_factor(flux_unit, centres, f"{label} flux")
+    factor = flux_factor(flux_unit, centres, f"{label} flux")
     unc_factor = None
     if unc_kind is not None:
-        unc_factor = _flux_factor(unc_unit, centres, f"{label} uncertainty")
+        unc_factor = flux_factor(unc_unit, centres, f"{label} uncertainty")
         if np.all(unc_factor == 1):
             unc_factor = None
-    if np.all(flux_factor == 1):
-        flux_factor = None
-    return _Arm(edges, _Source(flux, flux_factor, unc_kind, unc, unc_factor, mask),
+    if np.all(factor == 1):
+        factor = None
+    return _Arm(edges, RowSource(flux, factor, unc_kind, unc, unc_factor, mask),
                 ivar_known=unc_kind is not None, label=label)
 
 
@@ -764,12 +173,12 @@ def _spectrum_group(spec, label, *, flux_unit=None, uncertainty=None, ivar=None,
     if spec_unc is not None:
         unc_arr = np.moveaxis(np.asarray(spec_unc.array), axis_index, -1)
         uncertainty = type(spec_unc)(unc_arr, unit=spec_unc.unit, copy=False)
-    kind, unc, unc_unit = _uncertainty_parts(uncertainty, ivar, unit, shape)
+    kind, unc, unc_unit = uncertainty_parts(uncertainty, ivar, unit, shape)
     masks = []
     if spec.mask is not None:
         masks.append(np.moveaxis(np.asarray(spec.mask, dtype=bool), axis_index, -1))
     if mask is not None:
-        masks.append(_check_shape(np.asarray(mask, dtype=bool), shape, "mask"))
+        masks.append(check_shape(np.asarray(mask, dtype=bool), shape, "mask"))
     full_mask = None
     if masks:
         full_mask = masks[0] if len(masks) == 1 else (masks[0] | masks[1])
@@ -801,6 +210,39 @@ def _is_spectrum(obj):
     return isinstance(obj, Spectrum)
 
 
+def _arm_label(spec, k):
+    """``"<filename> arm <band>"`` when the arm's meta names them, else ``"arm k (band)"``."""
+    meta = spec.meta if isinstance(spec.meta, dict) else {}
+    band = meta.get("band", k)
+    return f"{meta['filename']} arm {band}" if meta.get("filename") else f"arm {k} ({band})"
+
+
+def _arm_group(spectra, flux_unit):
+    """The arms of the same objects (Spectrum objects) -> one _Group, arms combined."""
+    pieces = [_spectrum_group(s, _arm_label(s, k), flux_unit=flux_unit)
+              for k, s in enumerate(spectra)]
+    counts = {n for _, n in pieces}
+    if len(counts) != 1:
+        raise InputError("the arms to combine hold different numbers of spectra "
+                         f"({sorted(counts)}); arms must be the same objects in the "
+                         "same order (or pass combine_arms=False for separate spectra)")
+    known = {arm.ivar_known for arm, _ in pieces}
+    if len(known) != 1:
+        raise InputError("some arms have uncertainties and others not; arms are combined by "
+                         "inverse-variance weighting, so give all of them an uncertainty")
+    n = pieces[0][1]
+    meta = next((m for m in (_spectrum_meta(s, n) for s in spectra) if m is not None), None)
+    return _Group([arm for arm, _ in pieces], n, meta=meta)
+
+
+def _numbered(meta, k, n):
+    """``meta`` (or an empty table) with ``ITEM = k`` and ``ITEM_ROW`` (0 ... n - 1)."""
+    meta = Table() if meta is None else meta
+    meta["ITEM"] = np.full(n, k, dtype=np.int64)
+    meta["ITEM_ROW"] = np.arange(n, dtype=np.int64)
+    return meta
+
+
 def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, ivar, mask,
              combine_arms):
     """Any accepted input -> list of _Group in output order."""
@@ -821,32 +263,21 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
                              "attach them to each Spectrum (spectral_axis, uncertainty, mask)")
         arms = isinstance(spectra, SpectrumList) if combine_arms is None else combine_arms
         if arms:
-            pieces = [_spectrum_group(s, f"arm {k} ({s.meta.get('band', k)})"
-                                      if isinstance(s.meta, dict) else f"arm {k}",
-                                      flux_unit=flux_unit)
-                      for k, s in enumerate(spectra)]
-            counts = {n for _, n in pieces}
-            if len(counts) != 1:
-                raise InputError("the arms to combine hold different numbers of spectra "
-                                 f"({sorted(counts)}); arms must be the same objects in the "
-                                 "same order (or pass combine_arms=False for separate "
-                                 "spectra)")
-            known = {arm.ivar_known for arm, _ in pieces}
-            if len(known) != 1:
-                raise InputError("some arms have uncertainties and others not; arms are "
-                                 "combined by inverse-variance weighting, so give all of "
-                                 "them an uncertainty")
-            n = pieces[0][1]
-            meta = next((m for m in (_spectrum_meta(s, n) for s in spectra) if m is not None),
-                        None)
-            return [_Group([arm for arm, _ in pieces], n, meta=meta)]
+            return [_arm_group(spectra, flux_unit)]
         groups = []
         for k, s in enumerate(spectra):
             arm, n = _spectrum_group(s, f"spectrum {k}", flux_unit=flux_unit)
-            meta = _spectrum_meta(s, n) or Table()
-            meta["ITEM"] = np.full(n, k, dtype=np.int64)
-            meta["ITEM_ROW"] = np.arange(n, dtype=np.int64)
-            groups.append(_Group([arm], n, meta=meta))
+            groups.append(_Group([arm], n, meta=_numbered(_spectrum_meta(s, n), k, n)))
+        return groups
+    if isinstance(spectra, (list, tuple)) and len(spectra) > 0 and all(
+            isinstance(s, SpectrumList) and len(s) > 0 for s in spectra):
+        given = [k for k, v in extras.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}= cannot be used with a list of SpectrumLists; "
+                             "attach them to each Spectrum (spectral_axis, uncertainty, mask)")
+        groups = [_arm_group(arms, flux_unit) for arms in spectra]
+        for k, g in enumerate(groups):
+            g.meta = _numbered(g.meta, k, g.n_rows)
         return groups
     if isinstance(spectra, (list, tuple)) and len(spectra) == 0:
         raise InputError("no spectra given (empty list)")
@@ -856,26 +287,15 @@ def _collect(spectra, *, wavelength, wavelength_unit, flux_unit, uncertainty, iv
                          flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask)
 
 
-def _split_masked(value):
-    """``(data, mask or None)`` of a `numpy.ma` or astropy ``Masked`` array (others: as is)."""
-    from astropy.utils.masked import Masked
-
-    if isinstance(value, Masked):
-        return value.unmasked, np.asarray(value.mask, dtype=bool)
-    if np.ma.isMaskedArray(value):
-        return np.ma.getdata(value), np.ma.getmaskarray(value)
-    return value, None
-
-
 def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, ivar, mask):
     """Quantity or ndarray flux with an explicit wavelength -> groups.
 
     Masked values of a `numpy.ma` or astropy ``Masked`` flux, ivar or
     uncertainty are bad pixels (no weight), like ``mask=``.
     """
-    flux, flux_mask = _split_masked(flux)
-    ivar, ivar_mask = _split_masked(ivar)
-    uncertainty, unc_mask = (_split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
+    flux, flux_mask = split_masked(flux)
+    ivar, ivar_mask = split_masked(ivar)
+    uncertainty, unc_mask = (split_masked(uncertainty) if isinstance(uncertainty, np.ndarray)
                              else (uncertainty, None))
     masks = [m for m in (flux_mask, ivar_mask, unc_mask) if m is not None]
     if masks:
@@ -917,9 +337,9 @@ def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, 
         w_unit, w_value = u.Unit(wavelength_unit), np.asarray(wavelength, dtype=np.float64)
     n_pix = values.shape[-1]
     shape = values.shape
-    kind, unc, unc_unit = _uncertainty_parts(uncertainty, ivar, unit, shape)
-    mask_arr = None if mask is None else _check_shape(np.asarray(mask, dtype=bool), shape,
-                                                      "mask")
+    kind, unc, unc_unit = uncertainty_parts(uncertainty, ivar, unit, shape)
+    mask_arr = None if mask is None else check_shape(np.asarray(mask, dtype=bool), shape,
+                                                     "mask")
     flat = _flatten(values, n_pix)
     unc_flat = None if unc is None else _flatten(unc, n_pix)
     mask_flat = None if mask_arr is None else _flatten(mask_arr, n_pix)
@@ -965,6 +385,10 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
           read by ``SpectrumList.read(path, format="DESI coadd")``: each arm is
           resampled and the arms are combined by inverse-variance weighting where
           they overlap (``combine_arms``);
+        - a list of such `~specutils.SpectrumList` (e.g. one per DESI coadd file):
+          each set of arms is combined, and the sets are stacked in order
+          (``meta`` gets ``ITEM`` and ``ITEM_ROW``; an arm whose ``meta`` has a
+          ``"filename"`` is named by it in messages);
         - an astropy `~astropy.units.Quantity` flux ``(n,)`` or ``(N, n)`` with
           ``wavelength=``, or a plain array with ``flux_unit=`` too.
     wavelength : `~astropy.units.Quantity` or array, optional
@@ -1026,7 +450,8 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
       the DESI grid is; convert air wavelengths first (e.g.
       ``specutils.utils.wcs_utils.air_to_vac``).
     - The flux is converted with ``u.spectral_density`` at each pixel's central
-      wavelength, then resampled with `resample_flux_conserving`.
+      wavelength, then resampled with
+      `~astroclip.inputs.resample.resample_flux_conserving`.
     - Masked, non-finite or zero-ivar pixels carry no weight.  Grid pixels that
       no valid input pixel overlaps get ``ivar = 0`` and ``flux = 0``.
     - Without an uncertainty, pixels are weighted equally and the output ``ivar``
@@ -1051,7 +476,7 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
         1      1.0  True
     """
     _check_options(min_coverage, on_invalid)
-    _check_n_jobs(n_jobs)
+    check_n_jobs(n_jobs)
     groups = _collect(spectra, wavelength=wavelength, wavelength_unit=wavelength_unit,
                       flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask,
                       combine_arms=combine_arms)
@@ -1067,10 +492,7 @@ def _check_options(min_coverage, on_invalid):
 
 
 def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=1):
-    """Resample and combine normalised groups -> PreparedSpectra (shared with desi.py)."""
-    from tqdm.auto import tqdm
-    from .._config import conf
-
+    """Resample and combine normalised groups -> PreparedSpectra."""
     total = 0
     for g in groups:
         if g.out_rows is None:
@@ -1082,7 +504,7 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
     out = grid.WAVELENGTH_EDGES
     ops = []
     for g in groups:
-        g_ops = [_operator(arm.edges, out) for arm in g.arms]
+        g_ops = [overlap_operator(arm.edges, out) for arm in g.arms]
         cover = np.minimum(np.max([op.row_cover for op in g_ops], axis=0), 1.0).mean()
         lo = min(arm.edges[0] for arm in g.arms)
         hi = max(arm.edges[-1] for arm in g.arms)
@@ -1106,9 +528,8 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
     n_finite = np.zeros(total, np.int64)
     n_good = np.zeros(total, np.int64)
     ivar_known = np.zeros(total, bool)
-    show = conf.progress if progress is None else progress
-    with tqdm(total=total, disable=not show or total <= 4 * 1024, unit="spectra",
-              desc="prepare_spectra") as bar:
+    with progress_bar(total=total, desc="prepare_spectra", unit="spectra", progress=progress,
+                      min_total=4 * 1024) as bar:
         for g, g_ops in zip(groups, ops):
             _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar,
                        n_jobs)
@@ -1147,7 +568,7 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_
     lo = min(op.rows.start for op in g_ops)
     hi = max(op.rows.stop for op in g_ops)
 
-    def work(start, stop, ws):
+    def work(start, stop):
         ch = stop - start
         if contiguous:
             rows = slice(g.out_rows.start + start, g.out_rows.start + stop)
@@ -1160,41 +581,38 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_
         if single:
             arm, op = g.arms[0], g_ops[0]
             if op.rows.stop > op.rows.start:
-                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols, ws)
-                f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
+                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols)
+                f_t, i_t = op.apply(flux_t, var_t, good_t)
                 if not arm.ivar_known:
                     np.copyto(i_t, i_t > 0)
-                _transpose_into(target_f, f_t, dest, op.rows)
-                _transpose_into(target_i, i_t, dest, op.rows)
+                transpose_into(target_f, f_t, dest, op.rows)
+                transpose_into(target_i, i_t, dest, op.rows)
                 _count(rows, good_t, fin, n_masked, n_finite, n_good)
         else:
-            sum_w = ws.get("sum_w", (hi - lo, ch))
-            sum_wf = ws.get("sum_wf", (hi - lo, ch))
-            sum_w.fill(0)
-            sum_wf.fill(0)
+            sum_w = np.zeros((hi - lo, ch), np.float32)
+            sum_wf = np.zeros((hi - lo, ch), np.float32)
             for arm, op in zip(g.arms, g_ops):
                 if op.rows.stop == op.rows.start:
                     continue
-                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols, ws)
-                f_t, i_t = _apply(op, flux_t, var_t, good_t, ws)
+                flux_t, var_t, good_t, fin = arm.source.chunk(start, stop, op.cols)
+                f_t, i_t = op.apply(flux_t, var_t, good_t)
                 part = slice(op.rows.start - lo, op.rows.stop - lo)
                 sum_w[part] += i_t
                 f_t *= i_t
                 sum_wf[part] += f_t
                 _count(rows, good_t, fin, n_masked, n_finite, n_good)
             # where no arm has data, sum_wf = sum_w = 0: dividing by tiny gives 0
-            safe = np.maximum(sum_w, np.finfo(np.float32).tiny, out=ws.get("safe", sum_w.shape))
-            comb_f = np.divide(sum_wf, safe, out=sum_wf)
+            comb_f = np.divide(sum_wf, np.maximum(sum_w, np.finfo(np.float32).tiny), out=sum_wf)
             if not g.arms[0].ivar_known:
                 np.copyto(sum_w, sum_w > 0)
-            _transpose_into(target_f, comb_f, dest, slice(lo, hi))
-            _transpose_into(target_i, sum_w, dest, slice(lo, hi))
+            transpose_into(target_f, comb_f, dest, slice(lo, hi))
+            transpose_into(target_i, sum_w, dest, slice(lo, hi))
         if not contiguous:
             flux_out[rows] = target_f
             ivar_out[rows] = target_i
         bar.update(ch)
 
-    _for_chunks(g.n_rows, work, n_jobs)
+    for_row_chunks(g.n_rows, work, n_jobs)
 
 
 def _count(rows, good_t, fin, n_masked, n_finite, n_good):

@@ -22,8 +22,7 @@ a dict ``{"image": level, "spectrum": level}`` with levels ``"backbone"``,
 evaluation mode (BatchNorm statistics and dropout do not move) and run without
 gradients.
 
-`retrieval_accuracy` scores cross-modal retrieval (top-k accuracy of finding
-the partner of each object among all candidates by cosine similarity).
+Cross-modal retrieval is scored by `astroclip.evaluation.retrieval_accuracy`.
 """
 
 import contextlib
@@ -39,7 +38,7 @@ from .presets import get_preset
 from .spectrum import SpectrumEmbedder
 from . import weights as _weights
 
-__all__ = ["AstroCLIP", "clip_loss", "clip_logits", "retrieval_accuracy", "FREEZE_POLICIES",
+__all__ = ["AstroCLIP", "clip_loss", "clip_logits", "FREEZE_POLICIES",
            "LOGIT_SCALE", "NORM_EPS", "convert_image_side", "convert_astrodino",
            "convert_astroclip"]
 
@@ -147,55 +146,6 @@ def clip_loss(image_embeddings, spectrum_embeddings, *, logit_scale=LOGIT_SCALE,
     loss_i = F.cross_entropy(logit_scale * zi @ all_s.T, labels)
     loss_s = F.cross_entropy(logit_scale * zs @ all_i.T, labels)
     return 0.5 * (loss_i + loss_s)
-
-
-@torch.no_grad()
-def retrieval_accuracy(image_embeddings, spectrum_embeddings, *, topk=(1, 5), chunk=2048):
-    """Cross-modal retrieval accuracy by cosine similarity.
-
-    For each image, the spectra are ranked by cosine similarity; a hit at ``k``
-    means its own spectrum is among the ``k`` best (and the same from spectra to
-    images).  Chance level is ``k / N``.
-
-    Parameters
-    ----------
-    image_embeddings, spectrum_embeddings : `torch.Tensor`
-        ``(N, d)`` paired embeddings.
-    topk : sequence of int, optional
-        Values of ``k``.
-    chunk : int, optional
-        Queries per block (bounds memory to ``chunk x N``).
-
-    Returns
-    -------
-    dict
-        ``"image_to_spectrum_top{k}"`` and ``"spectrum_to_image_top{k}"`` floats in [0, 1].
-
-    Examples
-    --------
-    >>> import torch
-    >>> from astroclip.models.clip import retrieval_accuracy
-    >>> z = torch.randn(10, 4)
-    >>> retrieval_accuracy(z, z + 1e-4)["image_to_spectrum_top1"]
-    1.0
-    """
-    _check_pair(image_embeddings, spectrum_embeddings)
-    n = image_embeddings.shape[0]
-    if n < 1:
-        raise ValueError("retrieval accuracy needs at least one pair")
-    zi = F.normalize(image_embeddings.float(), dim=-1, eps=NORM_EPS)
-    zs = F.normalize(spectrum_embeddings.float(), dim=-1, eps=NORM_EPS)
-    out = {}
-    for name, q, keys in (("image_to_spectrum", zi, zs), ("spectrum_to_image", zs, zi)):
-        ranks = []
-        for s in range(0, n, chunk):
-            sim = q[s:s + chunk] @ keys.T
-            own = sim.gather(1, torch.arange(s, min(s + chunk, n), device=sim.device)[:, None])
-            ranks.append((sim > own).sum(1))  # 0 = own partner is the best match
-        ranks = torch.cat(ranks)
-        for k in topk:
-            out[f"{name}_top{k}"] = float((ranks < k).float().mean())
-    return out
 
 
 # ===================================================================== the model

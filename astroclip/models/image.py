@@ -33,13 +33,14 @@ from torch import nn
 
 from astroclip.exceptions import InputError
 from astroclip.inputs import grid
+from astroclip.inputs.images import center_crop
 from astroclip.models import weights as _weights
 from astroclip.models.heads import CrossAttentionHead
 
 __all__ = [
     "Bottleneck", "ResNet", "resnet50",
     "PatchEmbed", "Attention", "LayerScale", "ViTMlp", "ViTBlock", "BlockChunk",
-    "VisionTransformer", "center_crop", "load_backbone_weights",
+    "VisionTransformer", "load_backbone_weights",
     "extract_backbone_state_dict", "ImageEncoder", "EMBEDDINGS",
 ]
 
@@ -394,32 +395,6 @@ class VisionTransformer(nn.Module):
         return self.forward_features(x)["x_norm_clstoken"]
 
 
-# ===================================================================== preprocessing
-
-
-def center_crop(images, size):
-    """Centre crop ``(..., H, W)`` images to ``size x size``.
-
-    For an odd margin the extra pixel is dropped on the right/bottom, as
-    torchvision's ``CenterCrop``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from astroclip.models.image import center_crop
-    >>> center_crop(torch.zeros(1, 3, 152, 152), 96).shape
-    torch.Size([1, 3, 96, 96])
-    """
-    h, w = images.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"images of {h}x{w} pixels are smaller than the model's crop of "
-                         f"{size}x{size}; provide cutouts of at least {size} pixels "
-                         f"({grid.IMAGE_SIZE} as stored)")
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return images[..., top:top + size, left:left + size]
-
-
 # =========================================================================== loading
 
 
@@ -717,7 +692,9 @@ class ImageEncoder(nn.Module):
         if images.ndim != 4 or images.shape[1] != self.n_bands:
             raise ValueError(f"images must have shape (B, {self.n_bands}, H, W) with bands "
                              f"{','.join(grid.BANDS)} in that order, got {tuple(images.shape)}")
-        x = center_crop(images, self.crop_size).float()
+        x = center_crop(images, self.crop_size, name="the images",
+                        fix=f"provide cutouts of at least {self.crop_size} pixels "
+                            f"({grid.IMAGE_SIZE} as stored)").float()
         if self.input_mapping == "color_map":
             # the one implementation of the mapping (numpy and torch, differentiable)
             from astroclip.inputs.images import color_map

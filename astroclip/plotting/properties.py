@@ -75,7 +75,7 @@ def plot_predicted_vs_true(y_true, predictions, *, name=None, label=None, kind="
         One prediction array, or a mapping from a panel key to predictions (an
         array, or a table / dict holding column ``name``).  Keys may be
         ``(method, modality)`` tuples as returned by
-        `~astroclip.properties.evaluate_properties` (``("k-NN", "image")``,
+        `~astroclip.evaluation.evaluate_properties` (``("k-NN", "image")``,
         ``("k-NN", "image->spectrum")``), ``(query, neighbours)`` modality pairs
         (``("image", "spectrum")``), or strings (``"image->spectrum"``).
         Panels whose key is cross-modal (``"->"`` or differing pair) go on a
@@ -219,11 +219,11 @@ def project_embeddings(embeddings, *, method="pca", n_components=2, normalize=Tr
     >>> project_embeddings(np.random.default_rng(0).normal(size=(50, 8))).shape
     (50, 2)
     """
-    from ..search import _as_embeddings, _normalize
+    from .._arrays import as_embeddings, normalize_rows
 
-    x = _as_embeddings(embeddings, name="embeddings").astype(np.float64)
+    x = as_embeddings(embeddings, name="embeddings").astype(np.float64)
     if normalize:
-        x = _normalize(x.astype(np.float32), name="embeddings").astype(np.float64)
+        x = normalize_rows(x.astype(np.float32), name="embeddings").astype(np.float64)
     if method == "pca":
         PCA = require("sklearn.decomposition", purpose="PCA embedding maps").PCA
         return PCA(n_components=n_components, svd_solver="full").fit_transform(x)

@@ -335,7 +335,7 @@ def measure_indices(wavelength, flux=None, ivar=None, *, redshift=None, names=No
         flux2 = flux2 * (1.0 + z)[:, None]     # F_lambda per rest-frame Angstrom
         if ivar_arr is not None:
             var = var * ((1.0 + z) ** 2)[:, None]
-    from ..inputs.spectra import edges_from_centres
+    from ..inputs.resample import edges_from_centres
 
     if wave.ndim == 1 and redshift is None:
         edges = np.broadcast_to(edges_from_centres(wave2[0]), (n_spec, n_pix + 1))

@@ -4,7 +4,7 @@
 model spectra, photometry, fibre spectra with noise, images); every galaxy
 depends only on ``(seed, index)``, so chunks can be made in any order, by any
 number of worker processes, and give the same bytes.  `simulate_survey` writes
-them to the paired training-set format (`astroclip.data.hdf5`);
+them to the paired training-set format (`astroclip.data.paired`);
 `simulate_catalog` gives only the truth table (no pixels, fast).
 """
 
@@ -425,7 +425,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     (`astroclip.simulate.population`), with physically consistent DESI spectra
     (`astroclip.simulate.spectra`), DECam g, r, z photometry and Legacy-Survey-like
     images (`astroclip.simulate.images`).  The file has the training-set layout of
-    `astroclip.data.hdf5` with every truth column (`TRUTH_UNITS`) under ``labels/``
+    `astroclip.data.paired` with every truth column (`TRUTH_UNITS`) under ``labels/``
     and a train/val/test split.
 
     Parameters
@@ -470,11 +470,9 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     >>> path = simulate_survey(100, out="mock.h5", seed=0)  # doctest: +SKIP
     >>> table, arrays = read_paired_dataset(path, split="test")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
-    from .._config import conf
     from .._io import check_output_path
-    from ..data.hdf5 import PairedDatasetWriter
+    from .._progress import progress_bar
+    from ..data.paired import PairedDatasetWriter
     from .population import population_model
 
     n = _check_n(n)
@@ -487,8 +485,6 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InputError(f"workers must be a positive integer or None, got {workers!r}")
     out = check_output_path(out, overwrite=overwrite)
-    if progress is None:
-        progress = bool(conf.progress)
     population_model().selection(*(config.limits[k] for k in ("zmin", "zmax", "rmin", "rmax")),
                                  config.continuum)
     attrs = {"source": "astroclip mock survey", "seed": int(config.seed),
@@ -497,7 +493,7 @@ def simulate_survey(n, *, out, seed=0, overwrite=False, workers=1, chunk_size=64
     with PairedDatasetWriter(out, overwrite=overwrite, label_names=LABEL_NAMES,
                              image_size=config.image_size, attrs=attrs,
                              compression=None) as writer, \
-            tqdm(total=n, disable=not progress, unit="gal", desc="simulate") as bar:
+            progress_bar(total=n, desc="simulate", unit="gal", progress=progress) as bar:
         # rows are appended in blocks of a fixed size, whatever chunk_size and workers, so
         # that the HDF5 chunk allocation - and hence the file's bytes - is always the same
         buffer = []

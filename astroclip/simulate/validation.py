@@ -21,10 +21,10 @@ import os
 
 import numpy as np
 
-from .._optional import install_hint, require
+from .._optional import install_hint
 from ..exceptions import InputError, OptionalDependencyError
 
-__all__ = ["real_sdss_sample", "mock_sdss_sample", "photometry_baseline", "FASTSPECFIT_DATA",
+__all__ = ["real_sdss_sample", "mock_sdss_sample", "FASTSPECFIT_DATA",
            "fastspecfit_data_dir", "real_lrg_stack", "real_desi_galaxies", "stack_spectra",
            "mock_quiescent_stack", "mock_spectra_like", "emission_line_sigma", "noise_level",
            "continuum_normalise", "STACK_INDICES"]
@@ -111,49 +111,6 @@ def mock_sdss_sample(n, *, seed=0):
     from astropy.table import vstack
 
     return vstack(parts)
-
-
-def photometry_baseline(catalog, *, labels=("Z", "LOG_MSTAR"), train_fraction=0.75,
-                        hidden=(64, 64), seed=0):
-    """R^2 of a small MLP predicting labels from g, r, z magnitudes alone (paper baseline).
-
-    Parameters
-    ----------
-    catalog : `~astropy.table.Table`
-        Mock truth catalogue with ``FLUX_G``, ``FLUX_R``, ``FLUX_Z`` (nanomaggies).
-    labels : sequence of str
-    train_fraction : float
-        First rows used for training, the rest to measure R^2.
-    hidden : tuple of int
-        Hidden layer sizes of the `sklearn.neural_network.MLPRegressor`.
-    seed : int
-
-    Returns
-    -------
-    dict
-        label -> R^2 on the held-out rows.
-    """
-    require("sklearn", purpose="the photometry baseline")
-    from sklearn.metrics import r2_score
-    from sklearn.neural_network import MLPRegressor
-    from sklearn.preprocessing import StandardScaler
-
-    flux = np.stack([np.asarray(catalog[f"FLUX_{b}"], dtype=np.float64) for b in "GRZ"], 1)
-    if np.any(flux <= 0):
-        raise ValueError("photometry_baseline needs positive g, r, z fluxes")
-    x = 22.5 - 2.5 * np.log10(flux)
-    ntr = int(train_fraction * len(x))
-    scaler = StandardScaler().fit(x[:ntr])
-    xs = scaler.transform(x)
-    out = {}
-    for name in labels:
-        y = np.asarray(catalog[name], dtype=np.float64)
-        mu, sd = y[:ntr].mean(), y[:ntr].std()
-        model = MLPRegressor(hidden_layer_sizes=tuple(hidden), max_iter=1000,
-                             early_stopping=True, random_state=seed)
-        model.fit(xs[:ntr], (y[:ntr] - mu) / sd)
-        out[name] = float(r2_score(y[ntr:], model.predict(xs[ntr:]) * sd + mu))
-    return out
 
 
 # -- real DESI spectra (fastspecfit's test data) and mock samples matched to them --------
@@ -286,7 +243,7 @@ def stack_spectra(wavelength, flux, ivar, redshift, *, out_wave, norm_window=(50
     >>> bool(np.allclose(f[(f > 0)], 1.0))
     True
     """
-    from ..inputs.spectra import edges_from_centres, resample_flux_conserving
+    from ..inputs.resample import edges_from_centres, resample_flux_conserving
 
     wave = np.asarray(wavelength, dtype=np.float64)
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from .._config import conf
-from ..models.clip import AstroCLIP, clip_loss, retrieval_accuracy
+from ..evaluation.metrics import retrieval_scores
+from ..models.clip import AstroCLIP, clip_loss
 from ..models.image import ImageEncoder, extract_backbone_state_dict, load_backbone_weights
 from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_preset
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
@@ -221,7 +222,7 @@ class AlignmentModule(pl.LightningModule):
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[1:] = idx[1:] != idx[:-1]  # shard padding repeats an index
         zi, zs = zi[keep], zs[keep]
-        metrics = {f"val_{k}": v for k, v in retrieval_accuracy(zi, zs, topk=(1, 5)).items()}
+        metrics = {f"val_{k}": v for k, v in retrieval_scores(zi, zs, k=(1, 5)).items()}
         n, chunk = len(zi), int(self.hparams.val_loss_batch)
         if n >= 2:
             starts = list(range(0, n, chunk))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .._config import conf
 from ..data.augment import pretraining_augment
-from ..models.clip import retrieval_accuracy
+from ..evaluation.metrics import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models.presets import get_preset
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
@@ -230,10 +230,10 @@ class MoCoPretraining(pl.LightningModule):
         k = torch.cat([v[1] for v in self._val])
         self._val = []
         if len(q) >= 2:
-            acc = retrieval_accuracy(q, k, topk=(1, 5))
+            acc = retrieval_accuracy(q, k, k=(1, 5))["accuracy"]
             # view-to-view retrieval: does one augmentation find the other among the batch?
-            self.log("val_view_top1", acc["image_to_spectrum_top1"], sync_dist=True)
-            self.log("val_view_top5", acc["image_to_spectrum_top5"], sync_dist=True)
+            self.log("val_view_top1", float(acc[0]), sync_dist=True)
+            self.log("val_view_top5", float(acc[1]), sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams

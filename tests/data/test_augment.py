@@ -7,7 +7,7 @@ from scipy import stats
 
 from astroclip.data import augment as A
 from astroclip.inputs import grid
-from astroclip.models.image import center_crop
+from astroclip.inputs.images import center_crop
 
 
 def gen(seed=0):

@@ -8,7 +8,8 @@ from astropy.nddata import CCDData, NDData
 from astropy.wcs import WCS
 
 from astroclip.inputs import grid
-from astroclip.inputs.images import (PreparedImages, color_map, normalize_band,
+from astroclip.exceptions import InputError
+from astroclip.inputs.images import (PreparedImages, center_crop, color_map, normalize_band,
                                      prepare_images)
 
 REF = grid.PIXEL_SCALE.to_value(u.arcsec)
@@ -224,7 +225,8 @@ def test_nonfinite_fill_zero_and_median(rng):
     (dict(bands="grz", unit=u.erg / u.s / u.cm**2 / u.AA), u.UnitConversionError,
      "convert it to f_nu"),
     (dict(bands="grz", unit="furlongs"), ValueError, "cannot parse the image unit"),
-    (dict(bands="grz", unit="nanomaggy", size=200), ValueError, "smaller than size=200"),
+    (dict(bands="grz", unit="nanomaggy", size=200), ValueError,
+     r"smaller than the 200x200 centre crop.*smaller size="),
     (dict(bands="grz", unit="nanomaggy", fill="mean"), ValueError, "fill must be"),
 ])
 def test_bad_array_input(kwargs, exc, match):
@@ -327,3 +329,20 @@ def test_color_map_torch(rng):
         color_map(torch.zeros(2, 4, 8, 8))
     with pytest.raises(ValueError, match="color_map needs"):
         color_map(np.zeros((8, 8)))
+
+
+def test_center_crop_is_the_torchvision_centre():
+    x = torch.arange(152.0).view(1, 1, 1, 152).expand(1, 3, 152, 152)
+    y = center_crop(x, 96)
+    assert y.shape == (1, 3, 96, 96)
+    assert float(y[0, 0, 0, 0]) == 28.0 and float(y[0, 0, 0, -1]) == 123.0
+    # odd margins: torchvision's offsets round((H - size) / 2), for arrays and tensors alike
+    a = np.arange(11 * 11).reshape(11, 11)
+    for size in range(1, 12):
+        top = int(round((11 - size) / 2))
+        np.testing.assert_array_equal(center_crop(a, size), a[top:top + size, top:top + size])
+        np.testing.assert_array_equal(center_crop(torch.from_numpy(a), size).numpy(),
+                                      center_crop(a, size))
+    with pytest.raises(InputError, match=r"cutouts: 90x90 px, smaller than the 96x96 centre "
+                                         r"crop; give larger cutouts"):
+        center_crop(torch.zeros(1, 3, 90, 90), 96, name="cutouts")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from astroclip.inputs import grid
-from astroclip.models.image import (ImageEncoder, ResNet, VisionTransformer, center_crop,
+from astroclip.models.image import (ImageEncoder, ResNet, VisionTransformer,
                                     extract_backbone_state_dict, load_backbone_weights,
                                     resnet50)
 
@@ -237,16 +237,6 @@ def test_extract_prefixes():
                                              "spectrum_encoder.x": t})) == ["norm.weight"]
     assert list(extract_backbone_state_dict({"state_dict": {"module.conv1.weight": t}})) == [
         "conv1.weight"]
-
-
-# ------------------------------------------------------------------ preprocessing
-def test_center_crop_position():
-    x = torch.arange(152.0).view(1, 1, 1, 152).expand(1, 3, 152, 152)
-    y = center_crop(x, 96)
-    assert y.shape == (1, 3, 96, 96)
-    assert float(y[0, 0, 0, 0]) == 28.0 and float(y[0, 0, 0, -1]) == 123.0
-    with pytest.raises(ValueError, match="smaller than"):
-        center_crop(torch.zeros(1, 3, 90, 90), 96)
 
 
 def test_color_map_preprocessing_matches_formula(rng):

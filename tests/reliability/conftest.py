@@ -17,7 +17,7 @@ def desi_coadd(name="coadd-sv3-dark-26065.fits"):
 
 def write_pairs(path, n=12, *, seed=0, first_id=100, labels=True):
     """A small paired training-set file (images 152 px, labels Z and LOG_MSTAR)."""
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
 
     rng = np.random.default_rng(seed)
     flux = fake_spectra(n, rng)

@@ -84,7 +84,7 @@ def _little_space(monkeypatch, free=1000):
 
 def test_catalog_on_a_full_disk_keeps_finished_chunks_and_resumes(tmp_path, model_path,
                                                                   pairs_path, monkeypatch):
-    from astroclip.commands._common import read_embeddings
+    from astroclip.data.embeddings import read_embeddings
 
     reference = api.embed_catalog(pairs_path, out=tmp_path / "ref.h5", model=model_path,
                                   chunk_size=5, progress=False)
@@ -148,7 +148,7 @@ def test_catalog_write_error_mid_file_is_a_data_file_error(tmp_path, model_path,
 
 
 def test_writer_on_a_full_disk_writes_nothing_and_can_go_on(tmp_path, rng, monkeypatch):
-    from astroclip.data.hdf5 import PairedDatasetWriter, read_paired_dataset
+    from astroclip.data.paired import PairedDatasetWriter, read_paired_dataset
     from astroclip.inputs import grid
 
     n = 3
@@ -185,7 +185,7 @@ def _run_limited(body, limit, tmp_path):
 
 def test_writer_past_the_file_size_limit_fails_cleanly(tmp_path):
     proc = _run_limited("""
-        from astroclip.data.hdf5 import PairedDatasetWriter
+        from astroclip.data.paired import PairedDatasetWriter
         n = 8
         try:
             with PairedDatasetWriter("pairs.h5", image_size=64) as w:
@@ -203,7 +203,7 @@ def test_writer_past_the_file_size_limit_fails_cleanly(tmp_path):
 
 
 def test_catalog_past_the_file_size_limit_resumes(tmp_path, model_path, pairs_path):
-    from astroclip.commands._common import read_embeddings
+    from astroclip.data.embeddings import read_embeddings
 
     proc = _run_limited(f"""
         import torch
@@ -246,7 +246,7 @@ def test_big_endian_inputs_are_embedded(model_path, rng):
 def test_a_file_locked_by_a_writer_says_so(tmp_path, pairs_path):
     import shutil
 
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     path = shutil.copy(pairs_path, tmp_path / "busy.h5")
     holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; "
@@ -264,7 +264,7 @@ def test_a_file_locked_by_a_writer_says_so(tmp_path, pairs_path):
 
 
 def test_concurrent_readers_are_fine(tmp_path, pairs_path):
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     holder = subprocess.Popen([sys.executable, "-c", "import h5py, time; "
                                f"f = h5py.File({str(pairs_path)!r}, 'r'); print('open', "
@@ -280,7 +280,7 @@ def test_concurrent_readers_are_fine(tmp_path, pairs_path):
 
 def test_a_label_column_shorter_than_targetid_is_named(tmp_path):
     from astroclip.data.datasets import PairedDataset
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     path = write_pairs(tmp_path / "p.h5", n=6)
     with h5py.File(path, "a") as f:

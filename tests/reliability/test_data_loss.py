@@ -86,5 +86,5 @@ def test_embed_catalog_cleanup_spares_files_added_to_its_parts(tmp_path, model_p
 
 
 def _read(path):
-    from astroclip.commands._common import read_embeddings
+    from astroclip.data.embeddings import read_embeddings
     return read_embeddings(path)

@@ -25,7 +25,7 @@ from astropy.table import Table
 import astroclip
 from astroclip import api
 from astroclip.cli import main
-from astroclip.commands._common import read_embeddings
+from astroclip.data.embeddings import read_embeddings
 from astroclip.exceptions import DataFileError, InputError, ModelFormatError
 from astroclip.inputs import grid
 
@@ -145,7 +145,7 @@ def _paired_empty_file(c):
 
 
 def _writer_nan_flux(c):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     flux = np.full((1, grid.N_PIXELS), np.nan)
     with PairedDatasetWriter(c.tmp / "w.h5", image_size=8) as w:
         w.append(targetid=[1], ra=[0.0], dec=[0.0], flux=flux, ivar=np.ones_like(flux),
@@ -153,7 +153,7 @@ def _writer_nan_flux(c):
 
 
 def _writer_exists(c):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     PairedDatasetWriter(c.pairs).open()
 
 
@@ -170,19 +170,19 @@ def _index_save_nonempty(c):
 
 
 def _knn_k_too_large(c):
-    from astroclip.properties import knn_regression
+    from astroclip.evaluation import knn_regression
     knn_regression(np.eye(5), np.arange(5.0), np.eye(5), k=10)
 
 
 def _fewshot_nan_targets(c):
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
     y = np.arange(20.0)
     y[3] = np.nan
     fewshot_regression(np.eye(20), y, np.eye(20), device="cpu", progress=False)
 
 
 def _retrieval_unpaired(c):
-    from astroclip.search import retrieval_accuracy
+    from astroclip.evaluation import retrieval_accuracy
     retrieval_accuracy(np.eye(4), np.eye(5, 4))
 
 
@@ -400,7 +400,7 @@ def test_interrupted_register_keeps_the_old_model(ctx, private_model_dir, monkey
 
 
 def test_interrupted_writer_leaves_nothing_half_written(ctx):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     n = 2
     with pytest.raises(KeyboardInterrupt):
         with PairedDatasetWriter(ctx.tmp / "w.h5", image_size=8) as w:

@@ -9,7 +9,7 @@ import torch
 
 from astroclip import api
 from astroclip.cli import main
-from astroclip.commands._common import read_embeddings
+from astroclip.data.embeddings import read_embeddings
 from astroclip.exceptions import ResumeMismatchError
 from astroclip.inputs import grid
 

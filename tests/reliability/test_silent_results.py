@@ -12,7 +12,7 @@ from astropy.utils.masked import Masked
 
 import astroclip
 from astroclip import api
-from astroclip.data.hdf5 import PairedDatasetWriter, read_paired_dataset
+from astroclip.data.paired import PairedDatasetWriter, read_paired_dataset
 from astroclip.exceptions import AstroclipWarning, InputError, ModelFormatError, NonFiniteError
 from astroclip.inputs import grid
 from astroclip.inputs.images import PreparedImages, prepare_images
@@ -220,7 +220,7 @@ def test_nan_output_of_the_model_names_the_rows(rng):
 
 # ------------------------------------------------------------------ few-shot MLP
 def test_diverging_fewshot_head_restarts_with_a_lower_rate():
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8))
@@ -232,7 +232,7 @@ def test_diverging_fewshot_head_restarts_with_a_lower_rate():
 
 
 def test_fewshot_head_that_cannot_converge_raises():
-    from astroclip.properties import fewshot_regression
+    from astroclip.evaluation import fewshot_regression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)) * 1e20

@@ -19,7 +19,7 @@ def survey_file(tmp_path_factory):
 
 
 def test_file_layout_and_truth(survey_file):
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     table, arrays = read_paired_dataset(survey_file)
     assert len(table) == 10 and list(table["targetid"]) == list(range(10))
@@ -39,7 +39,7 @@ def test_file_layout_and_truth(survey_file):
 
 
 def test_same_seed_same_bytes_any_workers(survey_file, tmp_path):
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     other = tmp_path / "again.h5"
     simulate_survey(10, out=other, seed=3, chunk_size=3, workers=2, progress=False, **OPTS)
@@ -61,7 +61,7 @@ def test_same_seed_same_bytes_any_workers(survey_file, tmp_path):
 def test_dataset_items_equal_file_rows(survey_file):
     import torch
 
-    from astroclip.data.hdf5 import read_paired_dataset
+    from astroclip.data.paired import read_paired_dataset
 
     table, arrays = read_paired_dataset(survey_file)
     ds = MockSurveyDataset(10, seed=3, **OPTS)

@@ -291,7 +291,7 @@ def test_bad_models_and_folders(tmp_path, toy):
 # ----------------------------------------------------------- file + command line
 def test_command_line_on_a_training_file(tmp_path):
     from astroclip.cli import main
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
 
     pairs = ToyPairs(48, seed=5)
     path = tmp_path / "train.h5"

@@ -144,7 +144,7 @@ def test_resume_equals_uninterrupted(tmp_path, rng):
 
 
 def test_pretrain_from_hdf5_with_the_cli(tmp_path, rng):
-    from astroclip.data.hdf5 import PairedDatasetWriter
+    from astroclip.data.paired import PairedDatasetWriter
     path = tmp_path / "train.h5"
     n = 12
     flux = make_spectra(rng, n)
