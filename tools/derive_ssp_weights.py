@@ -15,7 +15,13 @@ stellar metallicity are those that kcorrect gives for the template (``m300``,
 a star-formation history consistent with its catalogue SFR and Z_MW.  Ages are
 limited to 12.4 Gyr (the age of the Universe at z = 0.1, the redshift of the SDSS
 galaxies the templates describe); the 5 Z_sun grid is left out (its oldest
-populations have an unphysical blue horizontal branch).
+populations have an unphysical blue horizontal branch).  The mock caps the ages
+at the age of the Universe at each galaxy's own redshift when it makes the spectra
+(`astroclip.simulate.ssp.cap_ages`), not here: the fit reproduces the line
+strengths of the kcorrect template (of z ~ 0.1 galaxies) whatever ages it is
+allowed, so fitted with a lower age limit it makes the other populations older
+and more metal-rich instead (H-delta_A of the mock LRG stack at z = 0.43: -1.03 A
+fitted with ages up to 9.1 Gyr, -0.55 A capped at generation, -0.84 A uncapped).
 
 Only the weights a_kj (and the fit's figures of merit) are written, with the
 provenance of the inputs: no model spectrum is copied.  The mock survey reads the

@@ -152,8 +152,8 @@ def template_photometry_table(names=DECAM_FILTERS, zmax=1.0, step=0.002, continu
     integral is done on the templates' rest-frame grid (``lambda = (1 + z) lambda'``), so it
     agrees with `synthetic_nanomaggies` of the model spectra to about 1e-4, which is what
     the population's magnitude selection needs.  With ``continuum="ssp"`` the
-    high-resolution continuum (`astroclip.simulate.ssp`, unbroadened) replaces the
-    templates over its window.
+    high-resolution continuum (`astroclip.simulate.ssp`, unbroadened, with the SSP ages
+    capped at each redshift's age of the Universe) replaces the templates over its window.
 
     Returns
     -------
@@ -184,20 +184,65 @@ def template_photometry_table(names=DECAM_FILTERS, zmax=1.0, step=0.002, continu
 
 
 def _highres_correction(names, zmax, step):
-    """Change of `template_photometry_table` when the high-resolution window is used."""
+    """Change of `template_photometry_table` when the high-resolution window is used.
+
+    At each redshift of the table, the templates of that redshift (SSP ages capped at the
+    age of the Universe, interpolated between `astroclip.simulate.ssp.AGE_CAP_REDSHIFTS`
+    as in the spectra), without the Na enhancement (`_na_absorption_table`).
+    """
     from .ssp import highres_templates
 
     hr = highres_templates()
     t = load_templates()
-    z = redshift_grid(zmax, step)
-    dl = luminosity_distance_mpc(zmax, step)
     kc = np.stack([np.interp(np.log(hr.wave), np.log(t.wave), t.flux[k])
                    for k in range(t.n_templates)])
-    delta = hr.flux[0] - kc                      # zero outside the tapered window
+    return _fine_grid_table(hr.node_flux[:, 0] - kc, names, zmax, step)  # 0 outside window
+
+
+@functools.lru_cache(maxsize=8)
+def _na_absorption_table(names=DECAM_FILTERS, zmax=1.0, step=0.002):
+    """Nanomaggies of the Na D absorption of one solar mass formed in each template.
+
+    A galaxy of coefficients ``c`` and Na enhancement ``[Na/Fe]`` is fainter than
+    ``c @ template_photometry_table(continuum="ssp")`` by
+    ``(10**(NA_CURVE_OF_GROWTH [Na/Fe]) - 1) * c @ _na_absorption_table()``
+    (`astroclip.simulate.ssp`; unbroadened templates).
+
+    Returns
+    -------
+    z : ndarray (n_z,)
+    table : ndarray (n_z, n_filters, 5)
+    """
+    from .ssp import highres_templates
+
+    hr = highres_templates()
+    depth = np.zeros(hr.node_flux.shape[:1] + hr.node_flux.shape[2:])
+    depth[..., hr.na_start:hr.na_start + hr.na_depth.shape[-1]] = hr.na_depth[:, 0]
+    return redshift_grid(zmax, step), _fine_grid_table(depth, tuple(names), zmax, step)
+
+
+def _fine_grid_table(spectra, names, zmax, step):
+    """Photometry versus redshift of rest-frame spectra on the high-resolution grid.
+
+    ``spectra`` (n_nodes, 5, n_fine) are given at the nodes of the age cap and
+    interpolated linearly in redshift like the model spectra.
+    """
+    from .ssp import highres_templates
+
+    hr = highres_templates()
+    z = redshift_grid(zmax, step)
+    dl = luminosity_distance_mpc(zmax, step)
     base = hr.wave**2 * hr.dlog_wave / _HC_ERG_AA
-    out = np.empty((z.size, len(names), t.n_templates))
+    node, frac = hr.node_weights(z)
+    upper = np.minimum(node + 1, spectra.shape[0] - 1)
+    rows = np.arange(z.size)
+    out = np.empty((z.size, len(names), spectra.shape[1]))
     for j, filt in enumerate(_load_filters(names)):
         resp = np.interp(np.outer(1 + z, hr.wave), filt.wavelength, filt.response,
-                         left=0.0, right=0.0)
-        out[:, j, :] = (resp * base) @ delta.T / filt.ab_zeropoint.to_value("1 / (cm2 s)")
+                         left=0.0, right=0.0) * base
+        # (n_z, n_nodes, 5): each node's spectra through the filter at every redshift
+        per_node = np.einsum("zw,nkw->znk", resp, spectra)
+        out[:, j, :] = (per_node[rows, node] * (1 - frac)[:, None]
+                        + per_node[rows, upper] * frac[:, None])
+        out[:, j, :] /= filt.ab_zeropoint.to_value("1 / (cm2 s)")
     return out * ((10 * _PC_MPC / dl) ** 2 * (1 + z) * 1e9)[:, None, None]

@@ -222,11 +222,24 @@ class PopulationModel:
         return template_photometry_table(DECAM_FILTERS, _TABLE_ZMAX, _TABLE_STEP,
                                          continuum=continuum)[1]
 
+    def decam_na_table(self):
+        """DECam g, r, z nanomaggies of the Na D absorption per solar mass of each template.
+
+        (`astroclip.simulate.photometry._na_absorption_table`, versus `z_grid`.)
+        """
+        from .photometry import _na_absorption_table
+
+        return _na_absorption_table(DECAM_FILTERS, _TABLE_ZMAX, _TABLE_STEP)[1]
+
     @functools.lru_cache(maxsize=8)
     def _r_grid(self, continuum):
         if continuum == "kcorrect":
             return self.decam_r_grid
-        return _mag(np.einsum("zk,nk->nz", self.decam_table(continuum)[:, 1, :], self.coeffs))
+        flux = np.einsum("zk,nk->nz", self.decam_table(continuum)[:, 1, :], self.coeffs)
+        if continuum == "ssp":
+            flux -= _na_dimming(self.coeffs, load_templates())[:, None] * np.einsum(
+                "zk,nk->nz", self.decam_na_table()[:, 1, :], self.coeffs)
+        return _mag(flux)
 
     @functools.lru_cache(maxsize=8)
     def selection(self, zmin, zmax, rmin, rmax, continuum="kcorrect"):
@@ -444,6 +457,7 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5, contin
     pending = np.arange(n)
     zt, _, _, vol_t = cosmology_tables()
     r_tab = pop.decam_table(continuum)[:, 1, :]
+    na_tab = pop.decam_na_table()[:, 1, :] if continuum == "ssp" else None
     for _attempt in range(_MAX_ATTEMPTS):
         if pending.size == 0:
             break
@@ -455,6 +469,9 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5, contin
         zz = np.interp(v_lo + u[:, 1] * (v_hi - v_lo), vol_t, zt)
         c = pop.coeffs[p] * 10 ** (MASS_JITTER_DEX * e[:, :1] + TEMPLATE_JITTER_DEX * e[:, 1:])
         rflux = np.einsum("nk,nk->n", _interp_z(pop.z_grid, r_tab, zz), c)
+        if na_tab is not None:
+            rflux = rflux - _na_dimming(c, t) * np.einsum(
+                "nk,nk->n", _interp_z(pop.z_grid, na_tab, zz), c)
         rmag = _mag(rflux)
         ok = (rmag <= rmax) & (rmag >= rmin) & (zz >= zmin) & (zz <= zmax)
         done = pending[ok]
@@ -525,6 +542,18 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5, contin
         "mstar_err_normal": e[:, 11],
         "lum_dist_mpc": dl, "ang_dist_mpc": da,
     }
+
+
+def _na_dimming(coeffs, t):
+    """``10**(NA_CURVE_OF_GROWTH [Na/Fe]) - 1`` at the mean velocity dispersion of the mass.
+
+    (The magnitude limits are applied before the dispersion is drawn; its 0.08 dex scatter
+    changes the Na D absorption of r by less than a millimagnitude.)
+    """
+    from .ssp import NA_CURVE_OF_GROWTH, na_over_fe
+
+    log_mstar = np.log10(np.maximum(coeffs @ t.mremain, 1e-30))
+    return 10 ** (NA_CURVE_OF_GROWTH * na_over_fe(zahid_sigma(log_mstar))) - 1.0
 
 
 def _split_bulge(mass_k, m_bulge, order):

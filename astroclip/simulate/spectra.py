@@ -6,8 +6,10 @@ The model spectrum of a galaxy (observed frame, `templates.model_wavelength`,
 * the stellar continuum of its bulge and of its disc (kcorrect templates,
   `templates`), redshifted and dimmed by the Planck18 luminosity distance; over
   rest-frame 3545-7350 A it is the high-resolution continuum of BC03 + MILES
-  stellar populations (`astroclip.simulate.ssp`), broadened by the velocity
-  dispersion of each component and the DESI line-spread function;
+  stellar populations (`astroclip.simulate.ssp`), no older than the Universe at the
+  galaxy's redshift, Na-enhanced according to the galaxy's velocity dispersion, and
+  broadened by the velocity dispersion of each component and the DESI line-spread
+  function;
 * nebular emission lines (`EMISSION_LINES`) whose H-alpha luminosity follows the
   star-formation rate (Kennicutt & Evans 2012: log SFR = log L(H-alpha) - 41.27),
   with Case B Balmer ratios, metallicity-dependent strong-line ratios (Maiolino
@@ -298,7 +300,7 @@ def model_spectra(pop, lines=None, *, milky_way=True, continuum="auto"):
         On `astroclip.simulate.templates.model_wavelength`, 1e-17 erg/s/cm2/A; the total
         galaxy is their sum.
     """
-    from .ssp import highres_templates, resolve_continuum
+    from .ssp import highres_templates, na_over_fe, resolve_continuum
 
     t = load_templates()
     wave = model_wavelength()
@@ -307,9 +309,11 @@ def model_spectra(pop, lines=None, *, milky_way=True, continuum="auto"):
     coeff_sets = [pop["coeffs_bulge"] * dim[:, None], pop["coeffs_disc"] * dim[:, None]]
     if resolve_continuum(continuum) == "ssp":
         instrument = instrument_sigma_kms(z)
+        # the galaxy's Na enhancement follows its central (bulge) velocity dispersion
         bulge, disc = highres_templates().observed_many(
             coeff_sets, z, wave,
-            [np.hypot(pop["sigma_bulge"], instrument), np.hypot(pop["sigma_disc"], instrument)])
+            [np.hypot(pop["sigma_bulge"], instrument), np.hypot(pop["sigma_disc"], instrument)],
+            na_fe=na_over_fe(pop["sigma_bulge"]))
     else:
         bulge, disc = t.observed_many(coeff_sets, z, wave)
     if lines is None:

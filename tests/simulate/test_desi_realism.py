@@ -1,8 +1,8 @@
 """The mock's DESI spectra against real DESI spectra (fastspecfit's test data).
 
-The tolerances are those the high-resolution continuum reaches (see the mock-survey
-documentation, where the same measurements are drawn): the LRG-stack indices within
-15% except H-delta_A and Na D, which have their own, documented bounds.
+The LRG-stack indices are required within 15% of the real stack's (the mock-survey
+documentation draws the same measurements).  H-delta_A is not reached: the test is kept
+as an expected failure (strict), with the numbers, until the mock gets there.
 """
 
 import numpy as np
@@ -32,10 +32,16 @@ pytestmark.append(pytest.mark.skipif(not _have_fastspecfit(),
                                      reason="fastspecfit (real DESI test data) not installed"))
 
 
+#: Relative tolerance of the stack indices (issue 14).
+STACK_TOLERANCE = 0.15
+
+
 @pytest.fixture(scope="module")
 def stacks():
     real = validation.real_lrg_stack()
-    mock = validation.mock_quiescent_stack(120, seed=3, exptime=3000.0)
+    # 240 galaxies observed deep enough that the mock's own photon noise is negligible
+    # (< 0.3% on every index): the model is compared, not one draw of its noise
+    mock = validation.mock_quiescent_stack(240, seed=3, exptime=1e6)
     names = list(validation.STACK_INDICES)
     return (measure_indices(real["wave"], real["flux"], real["ivar"], names=names),
             measure_indices(mock["wave"], mock["flux"], mock["ivar"], names=names), mock)
@@ -48,21 +54,25 @@ def test_real_lrg_stack_is_read():
     assert real["wave"][0] == pytest.approx(2487.2, abs=0.1)
 
 
-def test_mock_quiescent_stack_matches_the_real_desi_lrg_stack(stacks):
-    real, mock, sample = stacks
-    truth = sample["truth"]
-    assert sample["n_objects"] == 120
+def test_mock_quiescent_stack_is_selected_like_the_real_lrgs(stacks):
+    truth = stacks[2]["truth"]
+    assert stacks[2]["n_objects"] == 240
     assert np.all(truth["LOG_SSFR"] < -11) and np.all(truth["LOG_MSTAR_TRUE"] > 11.0)
     assert 0.38 < np.median(truth["Z"]) < 0.47                # like the real stack (0.43)
-    for name in ("Dn4000", "CaHK", "Mgb", "Fe5270"):
-        assert mock[name] == pytest.approx(real[name], rel=0.15), name
-    # H-delta_A: the real stack (5 galaxies) is noisy (+-0.6 A) and stronger than the mock
-    # quiescent galaxies: within 4 combined sigma
-    sig = np.hypot(real["HdeltaA_ERR"], mock["HdeltaA_ERR"])
-    assert abs(mock["HdeltaA"] - real["HdeltaA"]) < 4 * sig
-    # Na D: the real LRGs have interstellar Na D and the Na enhancement of massive early-type
-    # galaxies, which solar-scaled SSPs lack: 25-35% weaker in the mock
-    assert 0.6 < mock["NaD"] / real["NaD"] < 1.0
+
+
+@pytest.mark.parametrize("name", ["Dn4000", "CaHK", "Mgb", "Fe5270", "NaD"])
+def test_mock_quiescent_stack_matches_the_real_desi_lrg_stack(stacks, name):
+    real, mock, _ = stacks
+    assert mock[name] == pytest.approx(real[name], rel=STACK_TOLERANCE), name
+
+
+@pytest.mark.xfail(strict=True, reason="H-delta_A: mock -0.55 A, real 1.74 +- 0.61 A (photon "
+                   "noise; +-1.0 A with the pixel correlations and the sample variance of five "
+                   "galaxies), 15% = 0.26 A; see the mock-survey documentation")
+def test_mock_quiescent_stack_matches_the_real_hdelta_a(stacks):
+    real, mock, _ = stacks
+    assert mock["HdeltaA"] == pytest.approx(real["HdeltaA"], rel=STACK_TOLERANCE)
 
 
 def test_noise_model_predicts_independent_desi_coadds():
