@@ -32,9 +32,9 @@ from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputE
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .data.embeddings import embeddings_format, write_embeddings
 from .inputs import grid
+from .models.factory import create_model, list_models, model_path
+from .models.store import sha256_file
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE
-from .models.weights import load_model as _load_model_folder
-from .registry import list_models, resolve_model_path, sha256_file
 
 __all__ = ["load_model", "list_models", "embed_spectrum", "embed_image", "embed_catalog",
            "model_info"]
@@ -50,9 +50,12 @@ def load_model(model=None, *, device="auto", download=True):
     Parameters
     ----------
     model : str, path or `torch.nn.Module`, optional
-        A registered name (see `list_models`), a model folder written by
-        astroclip, or an already loaded module.  Default:
-        ``astroclip.conf.default_model``.
+        A trained model: a registered or released name (see `list_models`),
+        a model folder written by astroclip, or an already loaded module.
+        Default: ``astroclip.conf.default_model``.  Names are resolved by the
+        model factory (`astroclip.models.factory`); an architecture preset
+        has no trained weights: build one with
+        `~astroclip.models.factory.create_model`.
     device : str, optional
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda:1"`` ...
     download : bool, optional
@@ -72,8 +75,11 @@ def load_model(model=None, *, device="auto", download=True):
 
     Raises
     ------
+    ModelNotFoundError
+        Unknown model name (a `LookupError` and a `ValueError`); the message
+        lists the closest known names.
     InputError
-        Unknown model name (a `ValueError`).
+        A preset, class or checkpoint part (no trained weights).
     ModelFormatError
         A damaged model folder, or weights that do not match the architecture
         (a `ValueError`).
@@ -101,14 +107,14 @@ def _shared_model(model=None, *, device="auto", download=True):
     if isinstance(model, torch.nn.Module):
         return model.to(dev).eval()
     name = conf.default_model if model is None else model
-    path = resolve_model_path(name, download=download)
+    path = model_path(name, download=download)
     key = (str(path.resolve()), _file_key(path / WEIGHTS_FILE), _file_key(path / CONFIG_FILE),
            str(dev))
     if key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
         return _MODEL_CACHE[key]
     try:
-        module = _load_model_folder(path, device=dev)
+        module = create_model(path, device=dev)
     except AstroclipError:
         raise
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -381,9 +387,10 @@ def embed_spectrum(spectra, *, model=None, device=None, batch_size=None, progres
     """
     device, batch_size, progress = _options(device, batch_size, progress)
     net = _shared_model(model, device=device)
+    encode = _encoder(net, "spectrum")  # a model that cannot embed spectra fails before any work
     prepared = _spectra_input(spectra, prepare_kwargs)
     dev = next(net.parameters()).device
-    emb = _run_batches(_encoder(net, "spectrum"), prepared.flux, batch_size=batch_size,
+    emb = _run_batches(encode, prepared.flux, batch_size=batch_size,
                        device=dev, progress=progress, desc="spectra")
     if not as_table and "VALID" in prepared.meta.colnames:
         valid, problem = _meta_flags(prepared.meta)
@@ -424,9 +431,10 @@ def embed_image(images, *, model=None, device=None, batch_size=None, progress=No
     """
     device, batch_size, progress = _options(device, batch_size, progress)
     net = _shared_model(model, device=device)
+    encode = _encoder(net, "image")  # a model that cannot embed images fails before any work
     prepared = _images_input(images, prepare_kwargs)
     dev = next(net.parameters()).device
-    emb = _run_batches(_encoder(net, "image"), prepared.images, batch_size=batch_size,
+    emb = _run_batches(encode, prepared.images, batch_size=batch_size,
                        device=dev, progress=progress, desc="images")
     return _finish(emb, prepared.meta, net, normalize=normalize, as_table=as_table,
                    modality="image")

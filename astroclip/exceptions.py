@@ -37,8 +37,13 @@ class NonFiniteError(InputError):
     """NaN or infinite values where finite numbers are required (inputs or results)."""
 
 
-class ModelNotFoundError(AstroclipError, LookupError):
-    """A model name, preset or checkpoint part is not known."""
+class ModelNotFoundError(AstroclipError, LookupError, ValueError):
+    """A model name, preset or checkpoint part is not known.
+
+    A `LookupError` (a name not in a table) and a `ValueError` (a bad value
+    of an argument), so code written against either keeps working; the
+    message lists the closest known names.
+    """
 
 
 class ModelFormatError(AstroclipError, ValueError):

@@ -119,7 +119,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     from ._device import resolve_device
     from .data.embeddings import read_embeddings
     from .evaluation import evaluate_embeddings, labelled_embeddings, retrieval_scores
-    from .models.presets import get_preset
+    from .models.factory import model_config
     from .simulate import simulate_survey
     from .training.align import align
     from .training.images import pretrain_images
@@ -132,8 +132,8 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; valid: {sorted(cfg)}")
     cfg.update(overrides)
-    get_preset("spectrum", cfg["spectrum_preset"])
-    get_preset("image", cfg["image_preset"])
+    model_config(cfg["spectrum_preset"], family="spectrum")
+    model_config(cfg["image_preset"], family="image")
     dev = resolve_device(device)
     accelerator = "gpu" if dev.type == "cuda" else dev.type
     out = Path(out)

@@ -30,7 +30,7 @@ import astroclip
 from astroclip.data.paired import read_paired_dataset
 from astroclip.plotting.properties import plot_embedding_map
 from astroclip.quickstart import quickstart
-from astroclip.registry import register_model
+from astroclip.models.factory import register_model
 
 work = Path(tempfile.mkdtemp())
 # Registered models live in $ASTROCLIP_MODEL_DIR (default: the astropy cache);

@@ -33,7 +33,7 @@ import astroclip
 from astroclip.inputs.desi import read_desi_coadd
 from astroclip.models.clip import AstroCLIP
 from astroclip.models.convert import read_checkpoint
-from astroclip.models.weights import convert_released_checkpoint
+from astroclip.models.factory import convert_released_checkpoint
 
 work = Path(tempfile.mkdtemp())
 

@@ -29,7 +29,7 @@ LAYERS = {
         "astroclip._device", "astroclip._io"],
     1: ["astroclip.inputs"],
     2: ["astroclip.data"],
-    3: ["astroclip.models", "astroclip.registry", "astroclip.simulate",
+    3: ["astroclip.models", "astroclip.simulate",
         # pure functions of arrays and tensors, used by the training stages' validation
         "astroclip.evaluation.metrics", "astroclip.evaluation._targets"],
     4: ["astroclip.training", "astroclip.api"],
@@ -44,13 +44,7 @@ LAYERS = {
 ALLOWED_UPWARD = set()
 
 #: Known import cycles (sets of modules), left for the later parts of issue 12.
-ALLOWED_CYCLES = [
-    # part A: models.weights imports the image and aligned models by name at run time
-    # (MODEL_CLASSES, RELEASED_PART_MODULES) and they import models.weights back
-    # (registration by import side effect); the model factory (models/factory.py, one
-    # static table) and models/convert.py remove it.
-    {"astroclip.models.weights", "astroclip.models.image", "astroclip.models.clip"},
-]
+ALLOWED_CYCLES = []
 
 
 def modules(root=PACKAGE):

@@ -1,7 +1,15 @@
 """Options shared by several sub-commands."""
 
 __all__ = ["add_runtime_options", "add_run_folder_options", "add_lightning_options",
-           "lightning_kwargs"]
+           "lightning_kwargs", "preset_choices"]
+
+
+def preset_choices(family):
+    """The bare preset names of ``family`` in the model factory's table (``small`` ...)."""
+    from ..models.factory import list_models
+
+    names = list_models(kind="preset", family=family)["name"]
+    return sorted(str(n).split("-", 1)[1] for n in names)
 
 
 def add_runtime_options(parser, *, model=True):

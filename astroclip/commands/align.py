@@ -17,19 +17,20 @@ def _freeze(value):
 
 
 def add_arguments(parser):
-    from ..models.presets import CLIP_PRESETS
-
-    from ._common import add_run_folder_options
+    from ._common import add_run_folder_options, preset_choices
     add_run_folder_options(parser)
-    parser.add_argument("--preset", default="small", choices=sorted(CLIP_PRESETS),
-                        help="architecture defaults (default: small)")
+    parser.add_argument("--preset", default="small",
+                        help="where to start: a CLIP preset (" + ", ".join(preset_choices("clip"))
+                             + "; default: small) or a trained aligned model (registered or "
+                               "released name, or folder; see list_models)")
     parser.add_argument("--spectrum-model", default=None,
-                        help="pretrained spectrum model: folder from pretrain-spectra, "
-                             "specformer.ckpt, or a spectrum preset name (random init)")
+                        help="pretrained spectrum model: folder from pretrain-spectra, a "
+                             "registered or released name, specformer.ckpt, or a spectrum "
+                             "preset name (random init)")
     parser.add_argument("--image-model", default=None,
                         help="pretrained image model: folder from pretrain-images, a "
-                             "torchvision/MoCo v2 ResNet-50 or DINOv2 checkpoint, or an image "
-                             "preset name (random init)")
+                             "registered or released name, a torchvision/MoCo v2 ResNet-50 or "
+                             "DINOv2 checkpoint, or an image preset name (random init)")
     parser.add_argument("--image-preset", default=None,
                         help="architecture of an image checkpoint file (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=512,

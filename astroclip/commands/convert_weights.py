@@ -14,10 +14,13 @@ def add_arguments(parser):
     parser.add_argument("checkpoint", help="released checkpoint file (read without running any "
                                            "code from it)")
     parser.add_argument("--out", required=True, help="output model folder")
-    parser.add_argument("--part", default="specformer",
-                        help="what to extract: specformer, astroclip, astroclip-image, "
-                             "astroclip-spectrum, astrodino, or a part registered by other "
-                             "models (default: specformer)")
+    from ..models.factory import list_models
+
+    parts = sorted(list_models(kind="part")["name"])
+    parser.add_argument("--part", default="specformer", choices=parts,
+                        help="what to extract (default: specformer): " + "; ".join(
+                            f"{row['name']}: {row['description']}"
+                            for row in list_models(kind="part")).replace("%", "%%"))
     parser.add_argument("--num-heads", type=int, default=None,
                         help="attention heads of the part's transformer(s), when the "
                              "checkpoint does not record them (part astroclip: both)")
@@ -30,7 +33,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..exceptions import AstroclipError, CheckpointError
-    from ..models.weights import convert_released_checkpoint
+    from ..models.factory import convert_released_checkpoint
 
     options = {kw: getattr(args, opt) for opt, kw in _HEAD_OPTIONS.items()
                if getattr(args, opt) is not None}

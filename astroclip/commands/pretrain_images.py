@@ -6,11 +6,9 @@ HELP = "Pretrain an image encoder on galaxy cutouts with MoCo v2 (Lightning, res
 
 
 def add_arguments(parser):
-    from ..models.presets import IMAGE_PRESETS
-
-    from ._common import add_run_folder_options
+    from ._common import add_run_folder_options, preset_choices
     add_run_folder_options(parser)
-    parser.add_argument("--preset", default="resnet-small", choices=sorted(IMAGE_PRESETS),
+    parser.add_argument("--preset", default="resnet-small", choices=preset_choices("image"),
                         help="image encoder (paper: MoCo v2 ResNet-50; default: resnet-small)")
     parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch and device")

@@ -6,11 +6,9 @@ HELP = "Pretrain the spectrum transformer by filling masked segments (Lightning,
 
 
 def add_arguments(parser):
-    from ..models.presets import SPECTRUM_PRESETS
-
-    from ._common import add_run_folder_options
+    from ._common import add_run_folder_options, preset_choices
     add_run_folder_options(parser)
-    parser.add_argument("--preset", default="small", choices=sorted(SPECTRUM_PRESETS),
+    parser.add_argument("--preset", default="small", choices=preset_choices("spectrum"),
                         help="model size (default: small)")
     parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=32, help="spectra per batch and device")

@@ -26,21 +26,17 @@ Cross-modal retrieval is scored by `astroclip.evaluation.retrieval_accuracy`.
 """
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..exceptions import CheckpointError
 from .image import ImageEncoder
 from .presets import get_preset
 from .spectrum import SpectrumEmbedder
-from . import weights as _weights
 
 __all__ = ["AstroCLIP", "clip_loss", "clip_logits", "FREEZE_POLICIES",
-           "LOGIT_SCALE", "NORM_EPS", "convert_image_side", "convert_astrodino",
-           "convert_astroclip"]
+           "LOGIT_SCALE", "NORM_EPS"]
 
 #: Logit scale of the released model (temperature ~ 1 / 15.5).
 LOGIT_SCALE = 15.5
@@ -220,6 +216,9 @@ class AstroCLIP(nn.Module):
     >>> loss = model.loss(zi, zs)
     """
 
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "clip"
+
     def __init__(self, *, image="resnet-small", spectrum=None, logit_scale=LOGIT_SCALE,
                  norm_eps=NORM_EPS, freeze="paper"):
         super().__init__()
@@ -358,186 +357,3 @@ class AstroCLIP(nn.Module):
     def num_parameters(self, *, trainable=False):
         """Number of (trainable) parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
-
-
-# ======================================================= released checkpoints
-
-
-def _vit_config(state, *, num_heads=None):
-    """VisionTransformer kwargs from DINOv2-layout tensor shapes."""
-    if "patch_embed.proj.weight" not in state:
-        raise ValueError("missing key 'patch_embed.proj.weight': not a DINOv2 ViT state dict")
-    d, c, p, _ = state["patch_embed.proj.weight"].shape
-    n = state["pos_embed"].shape[1] - 1
-    side = int(round(math.sqrt(n)))
-    block_keys = [k.split(".") for k in state if k.startswith("blocks.")]
-    chunked = any(len(parts) > 2 and parts[2].isdigit() for parts in block_keys)
-    if chunked:
-        idx = {int(parts[2]) for parts in block_keys}
-        chunks = len({int(parts[1]) for parts in block_keys})
-    else:
-        idx = {int(parts[1]) for parts in block_keys}
-        chunks = 0
-    first = "blocks.0.0." if chunked else "blocks.0."
-    if num_heads is None:
-        if d % 64:
-            raise ValueError(f"cannot infer the number of heads of a {d}-wide ViT; pass num_heads=")
-        num_heads = d // 64
-    return dict(img_size=side * p, patch_size=int(p), in_chans=int(c), embed_dim=int(d),
-                depth=len(idx), num_heads=int(num_heads),
-                mlp_ratio=state[first + "mlp.fc1.weight"].shape[0] / d,
-                layerscale_init=1e-5 if first + "ls1.gamma" in state else None,
-                block_chunks=chunks,
-                num_register_tokens=int(state["register_tokens"].shape[1])
-                if "register_tokens" in state else 0)
-
-
-def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=None,
-                       pooling_heads=4):
-    """Map the image side of a released ``astroclip.ckpt`` onto `ImageEncoder`.
-
-    ``<prefix>backbone.*`` (DINOv2 names) -> ``backbone.*``;
-    ``<prefix>cross_attention.*`` -> ``cross_attention.*``; ``<prefix>mlp.*`` ->
-    ``cross_attention.mlp.*``.  The ViT's number of heads is ``embed_dim / 64``
-    unless given (16 for the released ViT-L).
-
-    Returns
-    -------
-    class_name, config, state_dict
-    """
-    sub = _weights._strip(state, prefix)
-    if not sub:
-        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
-    out, unknown = {}, []
-    for key, value in sub.items():
-        if key.startswith(("backbone.", "cross_attention.")):
-            out[key] = value
-        elif key.startswith("mlp."):
-            out["cross_attention." + key] = value
-        else:
-            unknown.append(prefix + key)
-    if unknown:
-        raise ValueError(f"unexpected keys in the image side: {_weights._summary(unknown)}")
-    backbone = _vit_config(_weights._strip(out, "backbone."), num_heads=num_heads)
-    # DINOv2 training heads are not part of the backbone
-    out = {k: v for k, v in out.items()
-           if not k.startswith(("backbone.head.", "backbone.dino_head.", "backbone.ibot_head."))}
-    if "cross_attention.query" not in out:
-        raise ValueError(f"missing key {prefix}cross_attention.query")
-    d = int(out["cross_attention.query"].shape[-1])
-    cfg = get_preset("image", "released")
-    cfg.update(backbone="vit", backbone_kwargs=backbone, embed_dim=d,
-               crop_size=backbone["img_size"], head_heads=int(pooling_heads), dropout=0.0)
-    with torch.device("meta"):
-        model = ImageEncoder(**cfg)
-    _weights.check_state_dict(model, out, source="image side of the astroclip checkpoint")
-    return "ImageEncoder", dict(model.config), out
-
-
-_DINO_HEADS = ("dino_head.", "ibot_head.")
-
-
-def convert_astrodino(state, hparams, *, num_heads=None):
-    """Map a released ``astrodino.ckpt`` (DINOv2 ViT) onto a class-token `ImageEncoder`.
-
-    The reference DINOv2 trainer saves ``{"teacher": model.teacher.state_dict()}``:
-    the ViT under ``backbone.`` (DINOv2 names) and the training heads under
-    ``dino_head.`` (and ``ibot_head.`` with a separate iBOT head);
-    `astroclip.models.convert.read_checkpoint` hands the teacher dict here.  A
-    bare ViT state dict, optionally with DDP's ``module.`` prefix (what DINOv2's
-    ``load_pretrained_weights`` strips), is accepted too.  The training heads
-    are dropped.
-
-    The result embeds like the reference: centre crop, colour mapping, ViT,
-    and the normalised class token (``embedding="class_token"``, width of the
-    ViT); no randomly initialised tensor is involved.  For the alignment,
-    `ImageEncoder.with_head` adds a fresh cross-attention head.
-
-    Parameters
-    ----------
-    num_heads : int, optional
-        Attention heads of the ViT (default ``width / 64``: 16 for the released
-        ViT-L).
-
-    Returns
-    -------
-    class_name, config, state_dict
-    """
-    sd = dict(state)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = _weights._strip(sd, "module.")
-    if any(k.startswith("backbone.") for k in sd):
-        unknown = [k for k in sd if not k.startswith(("backbone.",) + _DINO_HEADS)]
-        if unknown:
-            raise CheckpointError(
-                f"unexpected keys in the astrodino checkpoint: {_weights._summary(unknown)}; "
-                "expected the DINOv2 trainer's teacher dict (backbone.*, dino_head.*, "
-                "ibot_head.*) or a bare ViT state dict")
-        sd = _weights._strip(sd, "backbone.")
-    backbone = _vit_config(sd, num_heads=num_heads)
-    cfg = dict(backbone="vit", backbone_kwargs=backbone, crop_size=backbone["img_size"],
-               input_mapping="color_map", embedding="class_token")
-    with torch.device("meta"):
-        model = ImageEncoder(**cfg)
-    full = {f"backbone.{k}": v for k, v in sd.items()}
-    _weights.check_state_dict(model, full, source="astrodino checkpoint")
-    return "ImageEncoder", dict(model.config), full
-
-
-def convert_astroclip(state, hparams, *, num_heads=None, image_num_heads=None,
-                      spectrum_num_heads=None, pooling_heads=4, logit_scale=None):
-    """Map a whole released ``astroclip.ckpt`` onto `AstroCLIP`.
-
-    Both sides are converted (`convert_image_side`,
-    `astroclip.models.weights.convert_spectrum_side`).  The fixed logit scale is
-    ``logit_scale``, else the ``logit_scale`` hyper-parameter, else 15.5 (a
-    ``logit_scale`` / ``temperature`` tensor in the state dict is not used).
-
-    Parameters
-    ----------
-    num_heads : int, optional
-        Attention heads of both transformers, unless given separately (the
-        ``--num-heads`` option of ``astroclip convert-weights``).
-    image_num_heads, spectrum_num_heads : int, optional
-        Attention heads of the ViT (default ``width / 64``: 16 for the released
-        ViT-L) and of the spectrum transformer (default: from the
-        hyper-parameters, 6 for width 768).
-    pooling_heads : int, optional
-        Heads of both cross-attention heads (4).
-
-    Returns
-    -------
-    class_name, config, state_dict
-    """
-    image_num_heads = num_heads if image_num_heads is None else image_num_heads
-    spectrum_num_heads = num_heads if spectrum_num_heads is None else spectrum_num_heads
-    _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
-                                         num_heads=image_num_heads)
-    _, scfg, sstate = _weights.convert_spectrum_side(state, hparams, pooling_heads=pooling_heads,
-                                                     num_heads=spectrum_num_heads)
-    known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
-    unknown = [k for k in state if not k.startswith(known)]
-    if unknown:
-        raise ValueError(f"unexpected keys in the astroclip checkpoint: {_weights._summary(unknown)}")
-    if logit_scale is None:
-        logit_scale = float(hparams.get("logit_scale", LOGIT_SCALE))
-    cfg = dict(image=icfg, spectrum=scfg, logit_scale=float(logit_scale), norm_eps=NORM_EPS,
-               freeze="paper")
-    full = {f"image_encoder.{k}": v for k, v in istate.items()}
-    full.update({f"spectrum_encoder.{k}": v for k, v in sstate.items()})
-    with torch.device("meta"):
-        model = AstroCLIP(**cfg)
-    _weights.check_state_dict(model, full, source="astroclip checkpoint")
-    return "AstroCLIP", dict(model.config), full
-
-
-_weights.register_model_class("AstroCLIP", "astroclip.models.clip:AstroCLIP", family="clip")
-_weights.register_released_part(
-    "astroclip-image", convert_image_side,
-    description="astroclip.ckpt, image side: DINOv2 ViT + cross-attention head")
-_weights.register_released_part(
-    "astrodino", convert_astrodino,
-    description="astrodino.ckpt: the DINOv2 ViT image backbone (class-token embedding)")
-_weights.register_released_part(
-    "astroclip", convert_astroclip,
-    description="astroclip.ckpt: the whole aligned model (image and spectrum sides)")

@@ -38,6 +38,8 @@ objects are left out and named in `Checkpoint.skipped_hyper_parameters`.
 """
 
 import _compat_pickle
+import inspect
+import math
 import pickle
 import types
 import zipfile
@@ -47,11 +49,18 @@ from pathlib import Path
 
 import torch
 
-from ..exceptions import CheckpointError
+from ..exceptions import CheckpointError, InputError
+from .clip import LOGIT_SCALE, NORM_EPS, AstroCLIP
+from .image import ImageEncoder
+from .presets import get_preset
+from .spectrum import SpectrumEmbedder, SpectrumEncoder
+from .weights import _jsonable, _summary, check_state_dict
 
 __all__ = ["ALLOWED_GLOBALS", "CHECKPOINT_LAYOUTS", "Checkpoint", "OpaqueObject",
            "RestrictedUnpickler", "restricted_pickle", "read_checkpoint",
-           "read_released_checkpoint", "plain_data", "opaque_globals"]
+           "read_released_checkpoint", "plain_data", "opaque_globals",
+           "Converted", "convert_checkpoint", "convert_specformer", "convert_spectrum_side",
+           "convert_image_side", "convert_astrodino", "convert_astroclip"]
 
 #: Layouts `read_checkpoint` understands (see the module documentation).
 CHECKPOINT_LAYOUTS = ("lightning", "dinov2-teacher", "state_dict")
@@ -408,8 +417,365 @@ def read_released_checkpoint(path):
 
     Examples
     --------
-    >>> from astroclip.models.weights import read_released_checkpoint
+    >>> from astroclip.models.convert import read_released_checkpoint
     >>> state, hparams = read_released_checkpoint("astroclip.ckpt")  # doctest: +SKIP
     """
     ckpt = read_checkpoint(path)
     return ckpt.state_dict, ckpt.hyper_parameters
+
+
+# ================================================================== tensor mapping
+# Each converter is ``fn(state_dict, hparams, **options) -> (class_name, config,
+# state_dict)``: it maps the tensor names of the reference code onto ours, derives
+# the configuration from tensor shapes and hyper-parameters and checks the result
+# against the target module built on the meta device.  The factory names them
+# (`astroclip.models.factory`, kind "part") and builds the module.
+
+def _strip(state, prefix):
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _backbone_config(state, hparams, num_heads=None):
+    """SpectrumEncoder config from released tensors (shapes) and hyper-parameters."""
+    for key in ("data_embed.weight", "position_embed.weight"):
+        if key not in state:
+            raise ValueError(f"missing key {key!r}: this is not a SpecFormer state dict")
+    cfg = get_preset("spectrum", "released")
+    embed_dim, features = state["data_embed.weight"].shape
+    cfg.update(embed_dim=int(embed_dim), max_len=int(state["position_embed.weight"].shape[0]))
+    layers = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+    cfg["num_layers"] = len(layers)
+    window = int(hparams.get("slice_section_length", features - 2))
+    if window != features - 2:
+        raise ValueError(f"data_embed takes {features} features but slice_section_length is "
+                         f"{window}; expected window + 2")
+    cfg["window"] = window
+    cfg["stride"] = window - int(hparams.get("slice_overlap", window - cfg["stride"]))
+    heads = num_heads if num_heads is not None else hparams.get("num_heads")
+    if heads is None:
+        if embed_dim != 768:
+            raise ValueError("the checkpoint does not record num_heads; pass num_heads=")
+        heads = 6
+    cfg["num_heads"] = int(heads)
+    if "dropout" in hparams:
+        cfg["dropout"] = float(hparams["dropout"])
+    if "mask_num_chunks" in hparams:
+        cfg["mask_runs"] = int(hparams["mask_num_chunks"])
+    if "mask_chunk_width" in hparams:
+        cfg["mask_run_length"] = int(hparams["mask_chunk_width"])
+    if "blocks.0.mlp.encoder.weight" in state:
+        cfg["mlp_ratio"] = state["blocks.0.mlp.encoder.weight"].shape[0] / embed_dim
+    return cfg
+
+
+def convert_specformer(state, hparams, *, num_heads=None, prefix=""):
+    """Map a released ``specformer.ckpt`` state dict onto `SpectrumEncoder`.
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    sub = _strip(state, prefix) if prefix else dict(state)
+    cfg = _backbone_config(sub, hparams, num_heads)
+    with torch.device("meta"):
+        model = SpectrumEncoder(**cfg)
+    check_state_dict(model, sub, source="specformer checkpoint")
+    return "SpectrumEncoder", cfg, sub
+
+
+def convert_spectrum_side(state, hparams, *, prefix="spectrum_encoder.", num_heads=None,
+                          pooling_heads=4, residual=True):
+    """Map the spectrum side of a released ``astroclip.ckpt`` onto `SpectrumEmbedder`.
+
+    ``<prefix>backbone.*`` -> ``backbone.*``; ``<prefix>cross_attention.{query,
+    multihead_attn, layernorm}.*`` -> ``pooling.*``; ``<prefix>mlp.*`` ->
+    ``pooling.mlp.*``.  Keys outside ``prefix`` are ignored (other sides of
+    the model); unknown keys inside it are an error.
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    sub = _strip(state, prefix)
+    if not sub:
+        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
+    out, unknown = {}, []
+    for key, value in sub.items():
+        if key.startswith("backbone."):
+            out[key] = value
+        elif key.startswith("cross_attention."):
+            out["pooling." + key[len("cross_attention."):]] = value
+        elif key.startswith("mlp."):
+            out["pooling." + key] = value
+        else:
+            unknown.append(prefix + key)
+    if unknown:
+        raise ValueError(f"unexpected keys in the spectrum side: {_summary(unknown)}")
+    backbone = _backbone_config(_strip(out, "backbone."), hparams, num_heads)
+    if "pooling.query" not in out:
+        raise ValueError(f"missing key {prefix}cross_attention.query")
+    d = int(out["pooling.query"].shape[-1])
+    kw = out.get("pooling.multihead_attn.k_proj_weight",
+                 out.get("pooling.multihead_attn.in_proj_weight"))
+    input_dim = int(kw.shape[1]) if kw is not None else backbone["embed_dim"]
+    if input_dim != backbone["embed_dim"]:
+        raise ValueError(f"the pooling keys have width {input_dim} but the backbone is "
+                         f"{backbone['embed_dim']} wide")
+    enc = out.get("pooling.mlp.encoder.weight")
+    mlp_ratio = int(enc.shape[0] // d) if enc is not None else 4
+    cfg = dict(backbone=backbone,
+               pooling=dict(embed_dim=d, input_dim=input_dim, num_heads=int(pooling_heads),
+                            dropout=0.0, mlp_ratio=mlp_ratio, residual=bool(residual)))
+    with torch.device("meta"):
+        model = SpectrumEmbedder(**cfg)
+    check_state_dict(model, out, source="spectrum side of the astroclip checkpoint")
+    return "SpectrumEmbedder", dict(model.config), out
+
+
+
+# ---------------------------------------------------------------- image side and whole model
+def _vit_config(state, *, num_heads=None):
+    """VisionTransformer kwargs from DINOv2-layout tensor shapes."""
+    if "patch_embed.proj.weight" not in state:
+        raise ValueError("missing key 'patch_embed.proj.weight': not a DINOv2 ViT state dict")
+    d, c, p, _ = state["patch_embed.proj.weight"].shape
+    n = state["pos_embed"].shape[1] - 1
+    side = int(round(math.sqrt(n)))
+    block_keys = [k.split(".") for k in state if k.startswith("blocks.")]
+    chunked = any(len(parts) > 2 and parts[2].isdigit() for parts in block_keys)
+    if chunked:
+        idx = {int(parts[2]) for parts in block_keys}
+        chunks = len({int(parts[1]) for parts in block_keys})
+    else:
+        idx = {int(parts[1]) for parts in block_keys}
+        chunks = 0
+    first = "blocks.0.0." if chunked else "blocks.0."
+    if num_heads is None:
+        if d % 64:
+            raise ValueError(f"cannot infer the number of heads of a {d}-wide ViT; pass num_heads=")
+        num_heads = d // 64
+    return dict(img_size=side * p, patch_size=int(p), in_chans=int(c), embed_dim=int(d),
+                depth=len(idx), num_heads=int(num_heads),
+                mlp_ratio=state[first + "mlp.fc1.weight"].shape[0] / d,
+                layerscale_init=1e-5 if first + "ls1.gamma" in state else None,
+                block_chunks=chunks,
+                num_register_tokens=int(state["register_tokens"].shape[1])
+                if "register_tokens" in state else 0)
+
+
+def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=None,
+                       pooling_heads=4):
+    """Map the image side of a released ``astroclip.ckpt`` onto `ImageEncoder`.
+
+    ``<prefix>backbone.*`` (DINOv2 names) -> ``backbone.*``;
+    ``<prefix>cross_attention.*`` -> ``cross_attention.*``; ``<prefix>mlp.*`` ->
+    ``cross_attention.mlp.*``.  The ViT's number of heads is ``embed_dim / 64``
+    unless given (16 for the released ViT-L).
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    sub = _strip(state, prefix)
+    if not sub:
+        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
+    out, unknown = {}, []
+    for key, value in sub.items():
+        if key.startswith(("backbone.", "cross_attention.")):
+            out[key] = value
+        elif key.startswith("mlp."):
+            out["cross_attention." + key] = value
+        else:
+            unknown.append(prefix + key)
+    if unknown:
+        raise ValueError(f"unexpected keys in the image side: {_summary(unknown)}")
+    backbone = _vit_config(_strip(out, "backbone."), num_heads=num_heads)
+    # DINOv2 training heads are not part of the backbone
+    out = {k: v for k, v in out.items()
+           if not k.startswith(("backbone.head.", "backbone.dino_head.", "backbone.ibot_head."))}
+    if "cross_attention.query" not in out:
+        raise ValueError(f"missing key {prefix}cross_attention.query")
+    d = int(out["cross_attention.query"].shape[-1])
+    cfg = get_preset("image", "released")
+    cfg.update(backbone="vit", backbone_kwargs=backbone, embed_dim=d,
+               crop_size=backbone["img_size"], head_heads=int(pooling_heads), dropout=0.0)
+    with torch.device("meta"):
+        model = ImageEncoder(**cfg)
+    check_state_dict(model, out, source="image side of the astroclip checkpoint")
+    return "ImageEncoder", dict(model.config), out
+
+
+_DINO_HEADS = ("dino_head.", "ibot_head.")
+
+
+def convert_astrodino(state, hparams, *, num_heads=None):
+    """Map a released ``astrodino.ckpt`` (DINOv2 ViT) onto a class-token `ImageEncoder`.
+
+    The reference DINOv2 trainer saves ``{"teacher": model.teacher.state_dict()}``:
+    the ViT under ``backbone.`` (DINOv2 names) and the training heads under
+    ``dino_head.`` (and ``ibot_head.`` with a separate iBOT head);
+    `astroclip.models.convert.read_checkpoint` hands the teacher dict here.  A
+    bare ViT state dict, optionally with DDP's ``module.`` prefix (what DINOv2's
+    ``load_pretrained_weights`` strips), is accepted too.  The training heads
+    are dropped.
+
+    The result embeds like the reference: centre crop, colour mapping, ViT,
+    and the normalised class token (``embedding="class_token"``, width of the
+    ViT); no randomly initialised tensor is involved.  For the alignment,
+    `ImageEncoder.with_head` adds a fresh cross-attention head.
+
+    Parameters
+    ----------
+    num_heads : int, optional
+        Attention heads of the ViT (default ``width / 64``: 16 for the released
+        ViT-L).
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    sd = dict(state)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = _strip(sd, "module.")
+    if any(k.startswith("backbone.") for k in sd):
+        unknown = [k for k in sd if not k.startswith(("backbone.",) + _DINO_HEADS)]
+        if unknown:
+            raise CheckpointError(
+                f"unexpected keys in the astrodino checkpoint: {_summary(unknown)}; "
+                "expected the DINOv2 trainer's teacher dict (backbone.*, dino_head.*, "
+                "ibot_head.*) or a bare ViT state dict")
+        sd = _strip(sd, "backbone.")
+    backbone = _vit_config(sd, num_heads=num_heads)
+    cfg = dict(backbone="vit", backbone_kwargs=backbone, crop_size=backbone["img_size"],
+               input_mapping="color_map", embedding="class_token")
+    with torch.device("meta"):
+        model = ImageEncoder(**cfg)
+    full = {f"backbone.{k}": v for k, v in sd.items()}
+    check_state_dict(model, full, source="astrodino checkpoint")
+    return "ImageEncoder", dict(model.config), full
+
+
+def convert_astroclip(state, hparams, *, num_heads=None, image_num_heads=None,
+                      spectrum_num_heads=None, pooling_heads=4, logit_scale=None):
+    """Map a whole released ``astroclip.ckpt`` onto `AstroCLIP`.
+
+    Both sides are converted (`convert_image_side`,
+    `convert_spectrum_side`).  The fixed logit scale is
+    ``logit_scale``, else the ``logit_scale`` hyper-parameter, else 15.5 (a
+    ``logit_scale`` / ``temperature`` tensor in the state dict is not used).
+
+    Parameters
+    ----------
+    num_heads : int, optional
+        Attention heads of both transformers, unless given separately (the
+        ``--num-heads`` option of ``astroclip convert-weights``).
+    image_num_heads, spectrum_num_heads : int, optional
+        Attention heads of the ViT (default ``width / 64``: 16 for the released
+        ViT-L) and of the spectrum transformer (default: from the
+        hyper-parameters, 6 for width 768).
+    pooling_heads : int, optional
+        Heads of both cross-attention heads (4).
+
+    Returns
+    -------
+    class_name, config, state_dict
+    """
+    image_num_heads = num_heads if image_num_heads is None else image_num_heads
+    spectrum_num_heads = num_heads if spectrum_num_heads is None else spectrum_num_heads
+    _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
+                                         num_heads=image_num_heads)
+    _, scfg, sstate = convert_spectrum_side(state, hparams, pooling_heads=pooling_heads,
+                                                     num_heads=spectrum_num_heads)
+    known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
+    unknown = [k for k in state if not k.startswith(known)]
+    if unknown:
+        raise ValueError(f"unexpected keys in the astroclip checkpoint: {_summary(unknown)}")
+    if logit_scale is None:
+        logit_scale = float(hparams.get("logit_scale", LOGIT_SCALE))
+    cfg = dict(image=icfg, spectrum=scfg, logit_scale=float(logit_scale), norm_eps=NORM_EPS,
+               freeze="paper")
+    full = {f"image_encoder.{k}": v for k, v in istate.items()}
+    full.update({f"spectrum_encoder.{k}": v for k, v in sstate.items()})
+    with torch.device("meta"):
+        model = AstroCLIP(**cfg)
+    check_state_dict(model, full, source="astroclip checkpoint")
+    return "AstroCLIP", dict(model.config), full
+
+
+# ================================================================== reading + mapping
+@dataclass
+class Converted:
+    """A released checkpoint mapped onto one of our classes (not yet built).
+
+    Attributes
+    ----------
+    class_name : str
+        Our class (a name of the factory's table, kind ``"class"``).
+    config : dict
+        Its constructor arguments.
+    state_dict : dict
+        Tensors under our names, float32.
+    metadata : dict
+        Provenance for ``config.json``: source file name, part, layout, the
+        plain-data hyper-parameters, the classes named but not imported.
+    """
+
+    class_name: str
+    config: dict
+    state_dict: dict
+    metadata: dict = field(default_factory=dict)
+
+
+def _check_options(part, converter, options):
+    """Refuse options the part's converter does not take (instead of a TypeError)."""
+    params = list(inspect.signature(converter).parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"part {part!r} does not take {', '.join(unknown)}; its options are "
+                         f"{', '.join(known) or 'none'}")
+
+
+def _float32(state):
+    """Half-precision tensors (mixed-precision training) widened to float32."""
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in state.items()}
+
+
+
+def convert_checkpoint(path, converter, *, part="", **options):
+    """Read a released checkpoint safely and map it with ``converter``.
+
+    Parameters
+    ----------
+    path : path
+        ``specformer.ckpt``, ``astroclip.ckpt``, ``astrodino.ckpt`` or a bare
+        state dict (any layout of `CHECKPOINT_LAYOUTS`).
+    converter : callable
+        One of the ``convert_*`` functions of this module.
+    part : str, optional
+        The part's name, for messages and the provenance.
+    **options
+        Passed to the converter; one it does not take is an
+        `~astroclip.exceptions.InputError`.
+
+    Returns
+    -------
+    `Converted`
+
+    Examples
+    --------
+    >>> from astroclip.models.convert import convert_checkpoint, convert_specformer
+    >>> conv = convert_checkpoint("specformer.ckpt", convert_specformer)  # doctest: +SKIP
+    """
+    _check_options(part, converter, options)
+    ckpt = read_checkpoint(path)
+    hparams = ckpt.hyper_parameters
+    name, config, state = converter(_float32(ckpt.state_dict), hparams, **options)
+    return Converted(name, config, state,
+                     {"converted_from": Path(path).name, "part": part,
+                      "source_layout": ckpt.layout,
+                      "source_hyper_parameters": _jsonable(hparams),
+                      "source_objects_not_imported": ckpt.not_imported})

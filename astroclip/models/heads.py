@@ -56,6 +56,9 @@ class CrossAttentionHead(nn.Module):
     True
     """
 
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "head"
+
     def __init__(self, embed_dim, input_dim, *, num_heads=4, dropout=0.0, mlp_ratio=4,
                  residual=False, layernorm_eps=1e-5):
         super().__init__()
@@ -133,6 +136,9 @@ class MLP(nn.Module):
     >>> MLP(128, (64, 64), 2)(torch.zeros(5, 128)).shape
     torch.Size([5, 2])
     """
+
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "head"
 
     def __init__(self, in_features, hidden_features=(64, 64), out_features=1, *,
                  activation="relu", dropout=0.1):

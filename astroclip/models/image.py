@@ -34,7 +34,6 @@ from torch import nn
 from astroclip.exceptions import InputError
 from astroclip.inputs import grid
 from astroclip.inputs.images import center_crop
-from astroclip.models import weights as _weights
 from astroclip.models.heads import CrossAttentionHead
 
 __all__ = [
@@ -588,6 +587,9 @@ class ImageEncoder(nn.Module):
     torch.Size([2, 24])
     """
 
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "image"
+
     def __init__(self, *, backbone="resnet", backbone_kwargs=None, embed_dim=None, crop_size=None,
                  input_mapping="flux", head_heads=4, dropout=0.0, embedding="head"):
         super().__init__()
@@ -752,6 +754,3 @@ class ImageEncoder(nn.Module):
     def encode_image(self, images):
         """Raw cutouts ``(B, 3, H, W)`` (g, r, z nanomaggies) -> embeddings ``(B, embed_dim)``."""
         return self(images)
-
-
-_weights.register_model_class("ImageEncoder", "astroclip.models.image:ImageEncoder", family="image")

@@ -1,8 +1,10 @@
 """Named architecture sizes: the one place where model dimensions are declared.
 
 Each family has a dict of presets (name -> keyword arguments of the module's
-constructor).  `get_preset` looks one up and gives a clear error for an unknown
-name.
+constructor).  `get_preset` looks one up within a family; the model factory
+(`astroclip.models.factory`) names them ``<family>-<preset>`` in its table
+(``create_model("spectrum-small")``) and every entry point resolves them
+through it.
 """
 
 __all__ = ["SPECTRUM_PRESETS", "IMAGE_PRESETS", "CLIP_PRESETS", "get_preset"]
@@ -98,15 +100,29 @@ def get_preset(family, name):
 
     Raises
     ------
-    ValueError
-        If the family or the preset name does not exist.
+    InputError
+        An unknown family.
+    ModelNotFoundError
+        An unknown preset name (the message lists the closest ones).
+
+    Examples
+    --------
+    >>> from astroclip.models.presets import get_preset
+    >>> get_preset("spectrum", "small")["embed_dim"]
+    128
     """
+    import difflib
+
+    from ..exceptions import InputError, ModelNotFoundError
+
     try:
         presets = _FAMILIES[family]
     except KeyError:
-        raise ValueError(f"unknown model family {family!r}; choose one of "
+        raise InputError(f"unknown model family {family!r}; choose one of "
                          f"{sorted(_FAMILIES)}") from None
     if name not in presets:
-        raise ValueError(f"unknown {family} preset {name!r}; available presets: "
-                         f"{sorted(presets)}")
+        close = difflib.get_close_matches(str(name), list(presets), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ModelNotFoundError(f"unknown {family} preset {name!r}; {hint}available presets: "
+                                 f"{sorted(presets)} (all model names: astroclip.list_models())")
     return dict(presets[name])

@@ -182,6 +182,9 @@ class SpectrumEncoder(nn.Module):
     torch.Size([2, 778, 22])
     """
 
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "spectrum"
+
     def __init__(self, *, embed_dim=768, num_layers=6, num_heads=6, window=20, stride=10,
                  max_len=800, n_pixels=grid.N_PIXELS, mlp_ratio=4.0, dropout=0.0, min_std=0.2,
                  layernorm_eps=1e-5, mask_runs=6, mask_run_length=30, mask_placement="anywhere"):
@@ -470,6 +473,9 @@ class SpectrumEmbedder(nn.Module):
     >>> z.shape, w.shape
     (torch.Size([3, 8]), torch.Size([3, 4, 778]))
     """
+
+    #: Model family written in ``config.json`` (`astroclip.models.weights.save_model`).
+    family = "spectrum"
 
     def __init__(self, *, backbone, pooling):
         super().__init__()

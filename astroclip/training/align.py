@@ -18,7 +18,7 @@ pairs of g, r, z cutouts and DESI spectra, through Lightning:
   ``out/logs``, atomic checkpoints ``out/last.ckpt`` and exact resume (see
   `astroclip.training.common`);
 - at the end, the whole aligned model in our safetensors + JSON format in
-  ``out`` (`astroclip.models.weights.load_model` reads it back).
+  ``out`` (`astroclip.load_model` or `astroclip.models.factory.create_model` read it back).
 """
 
 import math
@@ -30,10 +30,9 @@ import torch
 from .._config import conf
 from ..evaluation.metrics import retrieval_scores
 from ..models.clip import AstroCLIP, clip_loss
-from ..models.image import ImageEncoder, extract_backbone_state_dict, load_backbone_weights
-from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_preset
+from ..models import factory
+from ..models.image import ImageEncoder
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
-from ..models.weights import CONFIG_FILE, load_model
 from ..data.augment import alignment_augment
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
                      resolve_accelerator, save_run, StepDataModule, train_val_sets,
@@ -250,32 +249,45 @@ class AlignmentModule(pl.LightningModule):
 # ============================================================ model assembly
 
 
-def _is_preset(value, presets):
-    return isinstance(value, str) and value in presets and not Path(value).exists()
+_TRAINED = ("local", "released", "part", "file")
 
 
 def _with_alignment_head(encoder, preset):
     """A class-token encoder (converted AstroDINO) gets a fresh head shaped as ``preset``'s."""
     if getattr(encoder, "embedding", "head") != "class_token":
         return encoder
-    cfg = get_preset("image", preset)
+    cfg = factory.model_config(preset, family="image")
     return encoder.with_head(embed_dim=cfg.get("embed_dim"), head_heads=cfg.get("head_heads"),
                              dropout=cfg.get("dropout"))
+
+
+def _not_an_encoder(side, model):
+    wanted = ("an ImageEncoder (e.g. create_model('image-resnet-small'); load a bare "
+              "backbone's weights into its .backbone with load_backbone_weights)"
+              if side == "image" else
+              "a SpectrumEncoder or SpectrumEmbedder (e.g. create_model('spectrum-small'))")
+    return InputError(f"{side}_model is a {type(model).__name__}, which does not embed "
+                      f"{side} data (no encode_{side}); pass {wanted}, an AstroCLIP model, a "
+                      "model name (astroclip.list_models()) or a weights path")
 
 
 def resolve_image_encoder(image_model, *, preset="paper"):
     """Turn ``image_model`` into an `~astroclip.models.image.ImageEncoder`.
 
+    Names and paths are resolved by the model factory
+    (`astroclip.models.factory.create_model`, family ``"image"``).
+
     Parameters
     ----------
     image_model : str, path or `torch.nn.Module`
-        An image preset name (random initialisation); a model folder in our
-        format holding an ``ImageEncoder`` (e.g. from `pretrain_images`; a
-        converted ``astrodino.ckpt``, which embeds with its class token, gets a
-        fresh cross-attention head shaped as ``preset``'s) or an
-        ``AstroCLIP`` (its image side); a torchvision / MoCo v2 ResNet or DINOv2
-        ViT checkpoint file, loaded into the backbone of image preset
-        ``preset``; or an ``ImageEncoder`` / ``AstroCLIP`` instance.
+        An image preset name (random initialisation); a trained model (a
+        folder in our format or a registered / released name) holding an
+        ``ImageEncoder`` (e.g. from `pretrain_images`; a converted
+        ``astrodino.ckpt``, which embeds with its class token, gets a fresh
+        cross-attention head shaped as ``preset``'s) or an ``AstroCLIP`` (its
+        image side); a torchvision / MoCo v2 ResNet or DINOv2 ViT checkpoint
+        file, loaded into the backbone of image preset ``preset``; or an
+        ``ImageEncoder`` / ``AstroCLIP`` instance.
     preset : str, optional
         Architecture for a backbone checkpoint file.
 
@@ -283,49 +295,47 @@ def resolve_image_encoder(image_model, *, preset="paper"):
     -------
     encoder : `~astroclip.models.image.ImageEncoder`
     pretrained : bool
+
+    Examples
+    --------
+    >>> from astroclip.training.align import resolve_image_encoder
+    >>> enc, pretrained = resolve_image_encoder("resnet-small")
+    >>> type(enc).__name__, pretrained
+    ('ImageEncoder', False)
     """
     if isinstance(image_model, ImageEncoder):
         return _with_alignment_head(image_model, preset), True
     if isinstance(image_model, AstroCLIP):
         return image_model.image_encoder, True
     if isinstance(image_model, torch.nn.Module):
-        raise TypeError(f"image_model is a {type(image_model).__name__}; pass an ImageEncoder, "
-                        "an AstroCLIP model, a preset name or a weights path")
-    if _is_preset(image_model, IMAGE_PRESETS):
-        return ImageEncoder(**get_preset("image", image_model)), False
-    path = Path(image_model)
-    if path.is_dir() or path.name == CONFIG_FILE:
-        model = load_model(path, eval=False)
-        if isinstance(model, AstroCLIP):
-            return model.image_encoder, True
-        if not isinstance(model, ImageEncoder):
-            raise InputError(f"{path} holds a {type(model).__name__}, not an image encoder; pass "
-                             "a folder written by pretrain_images or align")
-        return _with_alignment_head(model, preset), True
-    if path.is_file():
-        enc = ImageEncoder(**get_preset("image", preset))
-        sd = extract_backbone_state_dict(path)
-        own = enc.backbone.state_dict()
-        head = {k for k in own if k.startswith("fc.")}
-        with_head = bool(head) and all(k in sd and sd[k].shape == own[k].shape for k in head)
-        if head and not with_head:
-            warnings.warn(f"{path.name}: its classifier/projection head does not fit the "
-                          f"{preset!r} image head; the head starts from a fresh initialisation")
-        load_backbone_weights(enc.backbone, sd, include_head=with_head)
-        return enc, True
-    raise InputError(f"image_model={image_model!r} is neither an image preset "
-                     f"({sorted(IMAGE_PRESETS)}) nor an existing weights file or folder")
+        raise _not_an_encoder("image", image_model)
+    kind = factory.model_kind(image_model, family="image")
+    if kind == "file":
+        model = factory.create_model(preset, family="image", pretrained=image_model)
+    else:
+        model = factory.create_model(image_model, family="image")
+    model.train()
+    if isinstance(model, AstroCLIP):
+        return model.image_encoder, True
+    if not isinstance(model, ImageEncoder):
+        raise InputError(f"{image_model} holds a {type(model).__name__}, not an image encoder; "
+                         "pass a model written by pretrain_images or align, or an image preset")
+    return _with_alignment_head(model, preset), kind in _TRAINED
 
 
 def resolve_spectrum_encoder(spectrum_model, *, pooling):
     """Turn ``spectrum_model`` into a `~astroclip.models.spectrum.SpectrumEmbedder`.
 
+    Names and paths are resolved by the model factory
+    (`astroclip.models.factory.create_model`, family ``"spectrum"``).
+
     Parameters
     ----------
     spectrum_model : str, path or `torch.nn.Module`
-        A spectrum preset name (random initialisation); a model folder in our
-        format (``SpectrumEncoder`` from `pretrain_spectra`, ``SpectrumEmbedder``
-        or ``AstroCLIP``); a released ``specformer.ckpt``; or a module.
+        A spectrum preset name (random initialisation); a trained model (a
+        folder in our format or a registered / released name:
+        ``SpectrumEncoder`` from `pretrain_spectra`, ``SpectrumEmbedder`` or
+        ``AstroCLIP``); a released ``specformer.ckpt``; or a module.
     pooling : dict
         `~astroclip.models.heads.CrossAttentionHead` arguments of the new pooling
         head when the model is a bare transformer.
@@ -334,6 +344,13 @@ def resolve_spectrum_encoder(spectrum_model, *, pooling):
     -------
     embedder : `~astroclip.models.spectrum.SpectrumEmbedder`
     pretrained : bool
+
+    Examples
+    --------
+    >>> from astroclip.training.align import resolve_spectrum_encoder
+    >>> emb, pretrained = resolve_spectrum_encoder("small", pooling={"embed_dim": 32})
+    >>> emb.pooling.embed_dim, pretrained
+    (32, False)
     """
     def wrap(encoder):
         emb = SpectrumEmbedder(backbone=encoder.config, pooling=pooling)
@@ -347,30 +364,24 @@ def resolve_spectrum_encoder(spectrum_model, *, pooling):
     if isinstance(spectrum_model, AstroCLIP):
         return spectrum_model.spectrum_encoder, True
     if isinstance(spectrum_model, torch.nn.Module):
-        raise TypeError(f"spectrum_model is a {type(spectrum_model).__name__}; pass a "
-                        "SpectrumEncoder, SpectrumEmbedder, AstroCLIP, preset name or path")
-    if _is_preset(spectrum_model, SPECTRUM_PRESETS):
-        return SpectrumEmbedder(backbone=get_preset("spectrum", spectrum_model),
-                                pooling=pooling), False
-    path = Path(spectrum_model)
-    if path.is_dir() or path.name == CONFIG_FILE:
-        model = load_model(path, eval=False)
-        if isinstance(model, AstroCLIP):
-            return model.spectrum_encoder, True
-        if isinstance(model, SpectrumEmbedder):
-            return model, True
-        if isinstance(model, SpectrumEncoder):
-            return wrap(model), True
-        raise InputError(f"{path} holds a {type(model).__name__}, not a spectrum model")
-    if path.is_file():
-        from ..models.weights import convert_specformer, read_released_checkpoint
-        state, hparams = read_released_checkpoint(path)
-        _, cfg, sd = convert_specformer(state, hparams)
-        enc = SpectrumEncoder(**cfg)
-        enc.load_state_dict(sd, strict=True)
-        return wrap(enc), True
-    raise InputError(f"spectrum_model={spectrum_model!r} is neither a spectrum preset "
-                     f"({sorted(SPECTRUM_PRESETS)}) nor an existing weights file or folder")
+        raise _not_an_encoder("spectrum", spectrum_model)
+    kind = factory.model_kind(spectrum_model, family="spectrum")
+    if kind == "preset":
+        backbone = factory.model_config(spectrum_model, family="spectrum")
+        return SpectrumEmbedder(backbone=backbone, pooling=pooling), False
+    if kind == "file":
+        model = factory.create_model("specformer", pretrained=spectrum_model)
+    else:
+        model = factory.create_model(spectrum_model, family="spectrum")
+    model.train()
+    if isinstance(model, AstroCLIP):
+        return model.spectrum_encoder, True
+    if isinstance(model, SpectrumEmbedder):
+        return model, kind in _TRAINED
+    if isinstance(model, SpectrumEncoder):
+        return wrap(model), kind in _TRAINED
+    raise InputError(f"{spectrum_model} holds a {type(model).__name__}, not a spectrum model; "
+                     "pass a model written by pretrain_spectra or align, or a spectrum preset")
 
 
 def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, embed_dim=None,
@@ -380,10 +391,14 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
     Parameters
     ----------
     preset : str, optional
-        CLIP preset giving the defaults (`astroclip.models.presets.CLIP_PRESETS`).
+        Where to start: a CLIP preset giving the default architectures
+        (``list_models(kind="preset", family="clip")``: ``"small"`` or
+        ``"clip-small"`` ...), or a trained aligned model (registered or
+        released name, or folder) whose two sides, logit scale and freezing
+        policy are the defaults.
     image_model, spectrum_model : optional
         See `resolve_image_encoder` / `resolve_spectrum_encoder`; default: the
-        preset's (randomly initialised) encoders.
+        preset's (randomly initialised) encoders, or the trained model's sides.
     embed_dim : int, optional
         Check that the image head has this width.
     pooling : dict, optional
@@ -408,11 +423,24 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
     >>> model.embed_dim, pre
     (128, {'image': False, 'spectrum': False})
     """
-    if preset not in CLIP_PRESETS:
-        get_preset("clip", preset)  # raises a clear error
-    cfg = get_preset("clip", preset)
-    img_preset = cfg["image"] if isinstance(cfg["image"], str) else "paper"
-    image_model = cfg["image"] if image_model is None else image_model
+    kind = factory.model_kind(preset, family="clip")
+    if kind == "preset":
+        cfg = factory.model_config(preset, family="clip")
+        img_preset = cfg["image"] if isinstance(cfg["image"], str) else "paper"
+        default_image, default_spectrum = cfg["image"], cfg["spectrum"]["backbone"]
+        pool = dict(cfg["spectrum"].get("pooling", {}))
+    else:
+        base = factory.create_model(preset, family="clip")
+        if not isinstance(base, AstroCLIP):
+            raise InputError(f"preset={preset!r} holds a {type(base).__name__}, not an aligned "
+                             "model; give a CLIP preset (list_models(kind='preset', "
+                             "family='clip')) or an AstroCLIP model to start from, and the "
+                             "pretrained sides as image_model= / spectrum_model=")
+        base.train()
+        cfg = dict(logit_scale=base.logit_scale, freeze=base.config.get("freeze", "paper"))
+        img_preset, default_image, default_spectrum = "paper", base, base
+        pool = {}
+    image_model = default_image if image_model is None else image_model
     if isinstance(image_model, dict):
         image, img_pre = ImageEncoder(**image_model), False
     else:
@@ -420,10 +448,9 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
     if embed_dim is not None and int(embed_dim) != image.embed_dim:
         raise InputError(f"embed_dim={embed_dim} but the image encoder embeds into "
                          f"{image.embed_dim} dimensions; choose an image model of that width")
-    pool = dict(cfg["spectrum"].get("pooling", {}))
     pool.update(pooling or {})
     pool["embed_dim"] = image.embed_dim
-    spectrum_model = cfg["spectrum"]["backbone"] if spectrum_model is None else spectrum_model
+    spectrum_model = default_spectrum if spectrum_model is None else spectrum_model
     if isinstance(spectrum_model, dict):
         spectrum, spec_pre = SpectrumEmbedder(backbone=spectrum_model, pooling=pool), False
     else:
@@ -457,16 +484,25 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
     out : path
         Run folder: ``last.ckpt``, ``logs/metrics.csv`` (and TensorBoard), and at
         the end ``model.safetensors`` + ``config.json`` of the aligned model.
-    preset : str, optional
-        CLIP preset (``"small"``, ``"small-vit"``, ``"paper"``, ``"released"``):
-        default architectures, pooling head, logit scale and freezing policy.
+    preset : str or path, optional
+        Where to start, resolved by the model factory
+        (`astroclip.models.factory`): a CLIP preset (``"small"``,
+        ``"small-vit"``, ``"paper"``, ``"released"``, also spelled
+        ``"clip-small"`` ...) giving the default architectures, pooling head,
+        logit scale and freezing policy; or a trained aligned model (a
+        registered or released name such as ``"astroclip-released"``, or a
+        folder) to continue from: its two sides, logit scale and freezing
+        policy are the defaults.
     spectrum_model : str, path or module, optional
         Pretrained spectrum model: a folder from `pretrain_spectra` (or an
-        aligned model), a released ``specformer.ckpt``, a spectrum preset name
-        (random initialisation) or a module (see `resolve_spectrum_encoder`).
+        aligned model), a registered or released name
+        (``"specformer-released"``), a released ``specformer.ckpt``, a
+        spectrum preset name (random initialisation) or a module (see
+        `resolve_spectrum_encoder`).
     image_model : str, path or module, optional
         Pretrained image model: a folder from `pretrain_images` (or an aligned
-        model), a torchvision / MoCo v2 ResNet-50 or DINOv2 checkpoint file
+        model), a registered or released name (``"astrodino-released"``), a
+        torchvision / MoCo v2 ResNet-50 or DINOv2 checkpoint file
         (architecture ``image_preset``), an image preset name, or a module.
     image_preset : str, optional
         Architecture of an image checkpoint file (default: the CLIP preset's).

@@ -35,7 +35,7 @@ from .._config import conf
 from ..data.augment import pretraining_augment
 from ..evaluation.metrics import retrieval_accuracy
 from ..models.image import ImageEncoder
-from ..models.presets import get_preset
+from ..models import factory
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, save_run, step_generator,
                      StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
@@ -328,7 +328,7 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
     ...                       max_steps=5000)  # doctest: +SKIP
     """
     out = Path(out)
-    config = get_preset("image", preset)
+    config = factory.model_config(preset, family="image")
     config.update(model_config or {})
     with torch.device("meta"):
         ImageEncoder(**config)  # validates the configuration cheaply

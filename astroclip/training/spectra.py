@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .._config import conf
-from ..models.presets import get_preset
+from ..models import factory
 from ..models.spectrum import SpectrumEncoder, masked_mse
 from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
                      fit_resumable, resolve_accelerator, resolve_dataset, save_run,
@@ -209,7 +209,7 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
     ...                          max_steps=2000)  # doctest: +SKIP
     """
     out = Path(out)
-    config = get_preset("spectrum", preset)
+    config = factory.model_config(preset, family="spectrum")
     config.update(model_config or {})
     if mask_run_length is not None:
         config["mask_run_length"] = int(mask_run_length)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from astroclip.models import weights
+from astroclip.models import factory, weights
 from astroclip.models.clip import AstroCLIP, clip_logits, clip_loss, convert_astroclip
 
 
@@ -192,7 +192,7 @@ def test_other_freezing_policies():
 def test_save_and_load_roundtrip(tmp_path):
     model = tiny(logit_scale=10.0).eval()
     folder = weights.save_model(model, tmp_path / "clip")
-    again = weights.load_model(folder)
+    again = factory.create_model(folder)
     assert isinstance(again, AstroCLIP) and again.logit_scale == 10.0
     x, f = torch.rand(2, 3, 40, 40), torch.rand(2, 7781)
     with torch.no_grad():
@@ -231,9 +231,9 @@ def test_convert_released_astroclip_checkpoint(tmp_path):
     state["logit_scale"] = torch.tensor(2.74)
     path = tmp_path / "astroclip.ckpt"
     torch.save({"state_dict": state, "hyper_parameters": {"logit_scale": 15.5}}, path)
-    folder = weights.convert_released_checkpoint(path, out=tmp_path / "conv", part="astroclip",
+    folder = factory.convert_released_checkpoint(path, out=tmp_path / "conv", part="astroclip",
                                                  image_num_heads=2, spectrum_num_heads=2)
-    model = weights.load_model(folder)
+    model = factory.create_model(folder)
     assert isinstance(model, AstroCLIP) and model.logit_scale == 15.5
     x, f = torch.rand(2, 3, 152, 152) * 0.1, torch.rand(2, 7781)
     vit_clip.eval()
@@ -241,9 +241,9 @@ def test_convert_released_astroclip_checkpoint(tmp_path):
         assert torch.allclose(model.encode_image(x), vit_clip.encode_image(x), atol=1e-6)
         assert torch.allclose(model.encode_spectrum(f), vit_clip.encode_spectrum(f), atol=1e-6)
     # image side alone
-    folder = weights.convert_released_checkpoint(path, out=tmp_path / "img", part="astroclip-image",
+    folder = factory.convert_released_checkpoint(path, out=tmp_path / "img", part="astroclip-image",
                                                  num_heads=2)
-    assert type(weights.load_model(folder)).__name__ == "ImageEncoder"
+    assert type(factory.create_model(folder)).__name__ == "ImageEncoder"
     # another architecture is refused with a clear message
     bad = dict(state)
     bad.pop("image_encoder.backbone.norm.weight")

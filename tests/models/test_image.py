@@ -303,7 +303,8 @@ def test_image_encoder_class_token_embedding(tmp_path):
     """The AstroDINO embedding: the ViT's normalised class token, no head, deterministic."""
     from astroclip.exceptions import InputError
     from astroclip.models.clip import AstroCLIP
-    from astroclip.models.weights import load_model, save_model
+    from astroclip.models.factory import create_model as load_model
+from astroclip.models.weights import save_model
 
     kw = dict(img_size=48, embed_dim=24, depth=2, num_heads=2)
     enc = ImageEncoder(backbone="vit", embedding="class_token", input_mapping="color_map",

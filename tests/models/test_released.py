@@ -25,7 +25,9 @@ from astroclip.exceptions import InputError
 from astroclip.inputs import grid
 from astroclip.models.convert import read_checkpoint
 from astroclip.models.image import ImageEncoder
-from astroclip.models.weights import convert_released_checkpoint, load_model, read_model_config
+from astroclip.models.factory import convert_released_checkpoint
+from astroclip.models.factory import create_model as load_model
+from astroclip.models.weights import read_model_config
 from tests.inputs.test_images import _color_map_reference
 from tests.models._reference_source import SOURCE
 from tests.models.test_weights import _flux

@@ -21,8 +21,9 @@ from astroclip.inputs import grid
 from astroclip.models.heads import MLP
 from astroclip.models.convert import read_checkpoint
 from astroclip.models.spectrum import SpectrumEncoder
-from astroclip.models.weights import (CONFIG_FILE, WEIGHTS_FILE, convert_released_checkpoint,
-                                      load_model, read_model_config, save_model)
+from astroclip.models.factory import convert_released_checkpoint
+from astroclip.models.factory import create_model as load_model
+from astroclip.models.weights import CONFIG_FILE, WEIGHTS_FILE, read_model_config, save_model
 
 
 # ----------------------------------------------------------------- released layout

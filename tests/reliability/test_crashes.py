@@ -62,7 +62,7 @@ def test_broken_config_names_the_file_and_the_fix(model_copy, text, problem):
 
 
 def test_one_broken_folder_does_not_break_list_models(model_path, private_model_dir):
-    from astroclip.registry import register_model
+    from astroclip.models.factory import register_model
     register_model(model_path, "good")
     bad = register_model(model_path, "bad")
     (bad / "config.json").write_text("{oops")

@@ -6,7 +6,7 @@ import pytest
 import astroclip
 from astroclip import api
 from astroclip.exceptions import AstroclipWarning, DataFileError, InputError
-from astroclip.registry import register_model
+from astroclip.models.factory import register_model
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../outside", "a/b", "/tmp/astroclip-abs",

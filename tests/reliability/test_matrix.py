@@ -193,7 +193,7 @@ def _evaluate_no_test_rows(c):
 
 
 def _register_not_a_model(c):
-    from astroclip.registry import register_model
+    from astroclip.models.factory import register_model
     (c.tmp / "folder").mkdir()
     register_model(c.tmp / "folder", "x")
 
@@ -204,8 +204,8 @@ def _resolve_folder_not_model(c):
 
 
 def _released_offline(c):
-    from astroclip.registry import resolve_model_path
-    resolve_model_path("specformer-released", download=False)
+    from astroclip.models.factory import model_path
+    model_path("specformer-released", download=False)
 
 
 def _training_data_missing(c):
@@ -286,7 +286,7 @@ BAD_INPUTS = [
      ["folder", "save_model"]),
     ("load_model: folder without a model", _resolve_folder_not_model, ModelFormatError,
      ["folder", "config.json", "save_model"]),
-    ("resolve_model_path: released, offline", _released_offline, DataFileError,
+    ("model_path: released, offline", _released_offline, DataFileError,
      ["specformer-released", "convert-weights"]),
     ("pretrain_spectra: no data file", _training_data_missing, FileNotFoundError,
      ["none.h5", "astroclip simulate"]),
@@ -384,7 +384,7 @@ def test_evaluate_with_a_missing_label_on_the_command_line(ctx, capsys):
 # ------------------------------------------------------------------ interrupted runs
 def test_interrupted_register_keeps_the_old_model(ctx, private_model_dir, monkeypatch,
                                                   other_model_path):
-    from astroclip.registry import register_model
+    from astroclip.models.factory import register_model
     old = register_model(ctx.model, "m")
     digest = api.model_info(astroclip.load_model(old, device="cpu"))["weights_sha256"]
 

@@ -10,7 +10,7 @@ import torch
 import astroclip
 from astroclip import api
 from astroclip.inputs import grid
-from astroclip.models.weights import load_model as load_folder
+from astroclip.models.factory import create_model as load_folder
 
 from ..test_api import fake_spectra
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from astroclip.models import weights
+from astroclip.models import factory, weights
 from astroclip.models.clip import AstroCLIP
 from astroclip.models.image import ImageEncoder
 from astroclip.models.spectrum import SpectrumEncoder
@@ -98,7 +98,7 @@ def test_short_run_learns_and_retrieves(tmp_path, toy):
     assert vl[-1]["val_spectrum_to_image_top5"] > 0.3
     assert vl[-1]["val_pairs"] == 64
     # the saved model is the returned one
-    again = weights.load_model(tmp_path / "run")
+    again = factory.create_model(tmp_path / "run")
     assert isinstance(again, AstroCLIP)
     x, f = val.img[:4], val.flux[:4]
     with torch.no_grad():
@@ -213,7 +213,7 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
     # the run trained (weights moved from the common initialisation) and was saved once
     image, _ = tiny_parts()
     assert not torch.equal(r0["image_encoder.backbone.conv1.weight"], image.backbone.conv1.weight)
-    saved = weights.load_model(tmp_path / "run")
+    saved = factory.create_model(tmp_path / "run")
     assert torch.equal(saved.state_dict()["image_encoder.backbone.conv1.weight"],
                        r0["image_encoder.backbone.conv1.weight"])
     meta = weights.read_model_config(tmp_path / "run")["metadata"]
@@ -307,7 +307,7 @@ def test_command_line_on_a_training_file(tmp_path):
                "--batch-size", "8", "--max-steps", "5", "--freeze", "image=none,spectrum=backbone",
                "--accelerator", "cpu", "--no-progress"])
     assert rc == 0
-    model = weights.load_model(tmp_path / "run")
+    model = factory.create_model(tmp_path / "run")
     assert model.freeze == {"image": "none", "spectrum": "backbone"}
     # the spectrum transformer came from the saved folder and stayed frozen
     assert all(torch.equal(v, model.spectrum_encoder.backbone.state_dict()[k])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from astroclip.models import weights
+from astroclip.models import factory, weights
 from astroclip.models.image import ImageEncoder
 from astroclip.training.images import MoCoPretraining, collate_images, moco_loss, pretrain_images
 
@@ -98,7 +98,7 @@ def test_pretraining_learns(tmp_path):
     # one augmented view finds the other among 64 images far above chance (1/64, 5/64)
     assert vl[-1]["val_view_top1"] > 0.1
     assert vl[-1]["val_view_top5"] > 0.4
-    again = weights.load_model(tmp_path / "moco")
+    again = factory.create_model(tmp_path / "moco")
     assert isinstance(again, ImageEncoder)
     x = val.images[:4]
     with torch.no_grad():

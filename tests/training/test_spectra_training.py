@@ -9,7 +9,8 @@ from lightning.pytorch.callbacks import Callback
 from astroclip.cli import main
 from astroclip.inputs import grid
 from astroclip.models.spectrum import SpectrumEncoder
-from astroclip.models.weights import load_model, read_model_config
+from astroclip.models.factory import create_model as load_model
+from astroclip.models.weights import read_model_config
 from astroclip.training.common import (StepBatchSampler, find_resume_checkpoint, step_seed,
                                        warmup_cosine_lambda)
 from astroclip.training.spectra import FluxDataset, pretrain_spectra
