@@ -30,7 +30,6 @@ import astroclip
 from astroclip.data.paired import read_paired_dataset
 from astroclip.plotting.properties import plot_embedding_map
 from astroclip.quickstart import quickstart
-from astroclip.models.factory import register_model
 
 work = Path(tempfile.mkdtemp())
 # Registered models live in $ASTROCLIP_MODEL_DIR (default: the astropy cache);
@@ -42,10 +41,12 @@ quickstart(work, size="tiny", progress=False, verbose=False, n_galaxies=240)
 ###############################################################################
 # Register the trained model under a name and list what is available: local
 # models and the released weights (not downloaded here, so not available).
+# ``list_models()`` without ``kind=`` also lists the architecture presets,
+# model classes and checkpoint parts that ``create_model`` builds.
 
-register_model(work / "model", "mock-tiny")
-models = astroclip.list_models()
-print(models["name", "source", "available"])
+astroclip.register_model(work / "model", "mock-tiny")
+models = astroclip.list_models(kind=["local", "released"])
+print(models["name", "kind", "available"])
 
 ###############################################################################
 # Released weights need a download.  Without network access (or with

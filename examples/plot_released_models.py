@@ -12,7 +12,7 @@ access, one call downloads, verifies and converts them, once::
 ``model="specformer-released"`` and ``model="astrodino-released"`` give the
 pretrained spectrum and image models alone (see :doc:`/released`).  A file you
 downloaded yourself converts with ``astroclip convert-weights`` or
-`~astroclip.models.weights.convert_released_checkpoint`.
+`~astroclip.models.factory.convert_released_checkpoint`.
 
 This page has no network access, so it writes a *small* checkpoint in the
 layout of the released ``astroclip.ckpt`` (same tensor names, random weights,
@@ -74,7 +74,7 @@ print(sorted(state)[:4])
 # Convert it
 # ----------
 # `~astroclip.models.convert.read_checkpoint` tells what the file holds;
-# `~astroclip.models.weights.convert_released_checkpoint` maps every tensor
+# `~astroclip.models.factory.convert_released_checkpoint` maps every tensor
 # onto astroclip's modules (refusing missing, unexpected or mis-shaped ones)
 # and writes ``model.safetensors`` + ``config.json``.  The real file needs no
 # option: the head counts follow from its widths (16 for the ViT-L, 6 for the
@@ -82,7 +82,7 @@ print(sorted(state)[:4])
 #
 #     astroclip convert-weights astroclip.ckpt --part astroclip --out astroclip-released
 #
-# and `astroclip.registry.fetch_released` ``("astroclip-released",
+# and `astroclip.models.factory.fetch_released` ``("astroclip-released",
 # checkpoint="astroclip.ckpt")`` does the same into the model directory, after
 # which ``model="astroclip-released"`` works offline.
 

@@ -35,6 +35,26 @@ Layouts (`CHECKPOINT_LAYOUTS`):
 Only plain data is kept from the hyper-parameters (`plain_data`): numbers,
 strings, booleans, None and lists/tuples/dicts of them; modules and other
 objects are left out and named in `Checkpoint.skipped_hyper_parameters`.
+
+Tensor mapping
+--------------
+The ``convert_*`` functions map the tensor names of the public reference code
+(PolymathicAI/AstroCLIP; DINOv2 for the ViT) onto our modules, derive the
+configuration from tensor shapes and hyper-parameters, and check that every
+tensor lands somewhere with the right shape and that nothing is missing:
+
+- `convert_specformer`: ``specformer.ckpt`` -> `~astroclip.models.spectrum.SpectrumEncoder`;
+- `convert_spectrum_side`: the spectrum side of ``astroclip.ckpt`` ->
+  `~astroclip.models.spectrum.SpectrumEmbedder`;
+- `convert_image_side`: the image side of ``astroclip.ckpt`` ->
+  `~astroclip.models.image.ImageEncoder`;
+- `convert_astrodino`: ``astrodino.ckpt`` -> a class-token `~astroclip.models.image.ImageEncoder`;
+- `convert_astroclip`: the whole ``astroclip.ckpt`` -> `~astroclip.models.clip.AstroCLIP`.
+
+`convert_checkpoint` reads a file and applies one of them.  The model factory
+names them (`astroclip.models.factory`, kind ``"part"``: ``create_model("astrodino",
+pretrained="astrodino.ckpt")``) and `astroclip.models.factory.convert_released_checkpoint`
+writes the result in our format.
 """
 
 import _compat_pickle
@@ -532,7 +552,6 @@ def convert_spectrum_side(state, hparams, *, prefix="spectrum_encoder.", num_hea
     return "SpectrumEmbedder", dict(model.config), out
 
 
-
 # ---------------------------------------------------------------- image side and whole model
 def _vit_config(state, *, num_heads=None):
     """VisionTransformer kwargs from DINOv2-layout tensor shapes."""
@@ -685,7 +704,7 @@ def convert_astroclip(state, hparams, *, num_heads=None, image_num_heads=None,
     _, icfg, istate = convert_image_side(state, hparams, pooling_heads=pooling_heads,
                                          num_heads=image_num_heads)
     _, scfg, sstate = convert_spectrum_side(state, hparams, pooling_heads=pooling_heads,
-                                                     num_heads=spectrum_num_heads)
+                                            num_heads=spectrum_num_heads)
     known = ("image_encoder.", "spectrum_encoder.", "logit_scale", "temperature")
     unknown = [k for k in state if not k.startswith(known)]
     if unknown:
@@ -742,7 +761,6 @@ def _float32(state):
     """Half-precision tensors (mixed-precision training) widened to float32."""
     return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
             for k, v in state.items()}
-
 
 
 def convert_checkpoint(path, converter, *, part="", **options):

@@ -253,6 +253,10 @@ def _lookup(name, family=None):
         return "local", local
     if path.is_file():
         return "file", path
+    if not isinstance(name, str) or os.sep in text or (os.altsep and os.altsep in text):
+        raise ModelNotFoundError(f"no model folder at {path}: it does not exist (a model "
+                                 f"folder holds {CONFIG_FILE} and {WEIGHTS_FILE}, as written by "
+                                 "save_model or a training command)")
     raise _not_found(name, family)
 
 
@@ -590,7 +594,7 @@ def list_models(*, kind=None, family=None):
     >>> t = list_models()
     >>> "astroclip-released" in t["name"] and "spectrum-small" in t["name"]
     True
-    >>> sorted(set(list_models(kind="part")["family"]))
+    >>> sorted(set(map(str, list_models(kind="part")["family"])))
     ['clip', 'image', 'spectrum']
     """
     kinds = set(KINDS if kind is None else [kind] if isinstance(kind, str) else kind)

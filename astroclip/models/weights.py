@@ -275,6 +275,5 @@ def check_state_dict(model, state, *, source="checkpoint"):
         problems.append("wrong shapes: " + "; ".join(wrong[:8])
                         + (f" ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""))
     if problems:
-        raise ModelFormatError(f"{source} does not match {type(model).__name__}: " + " | ".join(problems))
-
-
+        raise ModelFormatError(f"{source} does not match {type(model).__name__}: "
+                               + " | ".join(problems))

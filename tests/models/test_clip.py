@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from astroclip.models import factory, weights
-from astroclip.models.clip import AstroCLIP, clip_logits, clip_loss, convert_astroclip
+from astroclip.models.clip import AstroCLIP, clip_logits, clip_loss
+from astroclip.models.convert import convert_astroclip
 
 
 # tiny models: one intra-op thread (tests/conftest.py)

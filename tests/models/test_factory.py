@@ -150,7 +150,8 @@ def test_create_model_class_and_pretrained_from_a_folder(tmp_path, model_home):
     folder = save_model(trained, tmp_path / "mlp")
     fresh = factory.create_model("MLP", in_features=3, hidden_features=(5,), out_features=2)
     assert isinstance(fresh, MLP)
-    assert not torch.equal(fresh.state_dict()["layers.0.weight"], trained.state_dict()["layers.0.weight"])
+    weight = trained.state_dict()["layers.0.weight"]
+    assert not torch.equal(fresh.state_dict()["layers.0.weight"], weight)
     loaded = factory.create_model("MLP", in_features=3, hidden_features=(5,), out_features=2,
                                   pretrained=folder)
     for key, value in trained.state_dict().items():
@@ -159,7 +160,7 @@ def test_create_model_class_and_pretrained_from_a_folder(tmp_path, model_home):
     factory.register_model(folder, "tiny-mlp")
     again = factory.create_model("MLP", in_features=3, hidden_features=(5,), out_features=2,
                                  pretrained="tiny-mlp")
-    assert torch.equal(again.state_dict()["layers.0.weight"], trained.state_dict()["layers.0.weight"])
+    assert torch.equal(again.state_dict()["layers.0.weight"], weight)
     with pytest.raises(ModelFormatError, match="wrong shapes: layers.0.weight"):
         factory.create_model("MLP", in_features=4, hidden_features=(5,), out_features=2,
                              pretrained=folder)
@@ -188,13 +189,15 @@ def test_create_model_part_needs_its_checkpoint(tmp_path):
         factory.create_model("spectrum-small", pretrained=tmp_path / "specformer.ckpt")
     same = factory.create_model("spectrum-small", embed_dim=16, num_layers=1, num_heads=2,
                                 pretrained=tmp_path / "specformer.ckpt")
-    assert torch.equal(same.state_dict()["data_embed.weight"], enc.state_dict()["data_embed.weight"])
+    assert torch.equal(same.state_dict()["data_embed.weight"],
+                       enc.state_dict()["data_embed.weight"])
 
 
 def test_create_model_released_from_a_checkpoint_on_disk(tmp_path, monkeypatch, model_home):
     entry, enc, ckpt = _entry(tmp_path, monkeypatch)
     model = factory.create_model("tiny-released", pretrained=ckpt)
-    assert torch.equal(model.state_dict()["data_embed.weight"], enc.state_dict()["data_embed.weight"])
+    assert torch.equal(model.state_dict()["data_embed.weight"],
+                       enc.state_dict()["data_embed.weight"])
     assert (model_home / "tiny-released" / "source.json").is_file()
 
 

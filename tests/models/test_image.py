@@ -304,7 +304,7 @@ def test_image_encoder_class_token_embedding(tmp_path):
     from astroclip.exceptions import InputError
     from astroclip.models.clip import AstroCLIP
     from astroclip.models.factory import create_model as load_model
-from astroclip.models.weights import save_model
+    from astroclip.models.weights import save_model
 
     kw = dict(img_size=48, embed_dim=24, depth=2, num_heads=2)
     enc = ImageEncoder(backbone="vit", embedding="class_token", input_mapping="color_map",

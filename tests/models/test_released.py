@@ -256,7 +256,7 @@ def test_aligning_from_a_converted_astrodino_gets_a_fresh_head(released, tmp_pat
 # ------------------------------------------------------------------ the user path
 def test_embed_with_released_names(released, tmp_path, monkeypatch):
     import astroclip
-    from astroclip import registry
+    from astroclip.models import factory
 
     monkeypatch.setenv("ASTROCLIP_MODEL_DIR", str(tmp_path / "models"))
     folder, exp = released["folder"], released["expected"]
@@ -264,12 +264,12 @@ def test_embed_with_released_names(released, tmp_path, monkeypatch):
                "specformer-released": {}}
 
     def fetch(name):
-        entry = registry.RELEASED_MODELS[name]
-        if not options[name]:       # the released sizes need no option: the registry's path
-            registry.fetch_released(name, checkpoint=folder / entry.filename, overwrite=True)
+        entry = factory.MODELS[name]
+        if not options[name]:       # the released sizes need no option: the factory's path
+            factory.fetch_released(name, checkpoint=folder / entry.filename, overwrite=True)
             return
         # what fetch_released does after the download, with the options of these tiny sizes
-        convert_released_checkpoint(folder / entry.filename, out=registry.model_dir() / name,
+        convert_released_checkpoint(folder / entry.filename, out=factory.model_dir() / name,
                                     part=entry.part, overwrite=True, **options[name])
 
     for name in options:

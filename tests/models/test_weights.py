@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from astroclip.cli import main
-from astroclip.exceptions import CheckpointError
+from astroclip.exceptions import CheckpointError, ModelNotFoundError
 from astroclip.inputs import grid
 from astroclip.models.heads import MLP
 from astroclip.models.convert import read_checkpoint
@@ -181,9 +181,9 @@ def test_save_load_round_trip(tmp_path):
         save_model(model, folder)
     save_model(MLP(3, (4,), 1), folder, overwrite=True)
     assert read_model_config(folder)["class"] == "MLP"
-    with pytest.raises(ValueError, match="not a registered model class"):
+    with pytest.raises(ValueError, match="not an astroclip model class"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "lin")
-    with pytest.raises(FileNotFoundError, match="not an astroclip model folder"):
+    with pytest.raises(ModelNotFoundError, match="no model folder at .*nothing"):
         load_model(tmp_path / "nothing")
 
 
