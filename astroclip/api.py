@@ -32,11 +32,11 @@ from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputE
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
 from .data.embeddings import embeddings_format, write_embeddings
 from .inputs import grid
-from .models.factory import create_model, list_models, model_path
+from .models.factory import create_model, model_path
 from .models.store import sha256_file
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["load_model", "list_models", "embed_spectrum", "embed_image", "embed_catalog",
+__all__ = ["load_model", "embed_spectrum", "embed_image", "embed_catalog",
            "model_info"]
 
 _MODEL_CACHE = OrderedDict()
@@ -50,7 +50,8 @@ def load_model(model=None, *, device="auto", download=True):
     Parameters
     ----------
     model : str, path or `torch.nn.Module`, optional
-        A trained model: a registered or released name (see `list_models`),
+        A trained model: a registered or released name (see
+        `~astroclip.models.factory.list_models`),
         a model folder written by astroclip, or an already loaded module.
         Default: ``astroclip.conf.default_model``.  Names are resolved by the
         model factory (`astroclip.models.factory`); an architecture preset

@@ -219,11 +219,19 @@ def _not_found(name, family=None):
     if family and not close:
         close = difflib.get_close_matches(f"{family}-{text}", names, n=4, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    what = f"{family} model" if family else "model"
+    presets = (f"a {family} preset ({', '.join(_presets_of(family))}), " if family in
+               _PRESET_FAMILIES else "")
     return ModelNotFoundError(
-        f"unknown model {text!r}: not a model folder, a checkpoint file or a known name{hint} "
+        f"unknown {what} {text!r}: not {presets}a model folder, a checkpoint file or a known "
+        f"name{hint} "
         "(astroclip.list_models() lists the names: presets, classes, released models, "
         "checkpoint parts and the models registered in "
         f"{store.model_dir()}; register a trained model with astroclip.register_model)")
+
+
+def _presets_of(family):
+    return sorted(_PRESET_FAMILIES[family][0])
 
 
 def _lookup(name, family=None):
@@ -395,8 +403,9 @@ def _class_entry(name, source):
     entry = MODELS.get(name)
     if entry is None or entry.kind != "class":
         known = sorted(k for k, e in MODELS.items() if e.kind == "class")
-        raise ModelNotFoundError(f"{source} names model class {name!r}, which this astroclip "
-                                 f"does not know; known classes: {known}")
+        raise ModelFormatError(f"{source} names model class {name!r}, which this astroclip "
+                               f"does not know (known classes: {known}); the folder was not "
+                               "written by astroclip's save_model, or by a newer astroclip")
     return entry
 
 
@@ -419,8 +428,15 @@ def _build_loaded(class_name, config, state, *, source):
 
 def _load_folder(path):
     doc = read_model_config(path)
+    _class_entry(doc["class"], Path(path) / CONFIG_FILE)
     state = read_state_dict(path)
-    return _build_loaded(doc["class"], doc["config"], state, source=str(Path(path) / WEIGHTS_FILE))
+    try:
+        return _build_loaded(doc["class"], doc["config"], state,
+                             source=str(Path(path) / WEIGHTS_FILE))
+    except (ModelFormatError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFormatError(f"the weights in {path} do not match the model described by its "
+                               f"{CONFIG_FILE} ({exc}); copy the model folder again or write it "
+                               "anew with save_model") from exc
 
 
 def _convert(part, checkpoint, options):

@@ -232,3 +232,26 @@ def test_a_bare_backbone_where_an_embedder_is_needed_is_a_clear_error(rng):
     images = rng.random((2, 3, 32, 32)).astype("float32")
     with pytest.raises(InputError, match="no encode_image method.*ImageEncoder"):
         astroclip.embed_image(images, model=backbone, device="cpu", progress=False)
+
+
+def test_alignment_starts_from_registered_names(tmp_path, model_home):
+    """build_clip_model (what align runs) takes a registered aligned model and registered sides."""
+    from astroclip.models.clip import AstroCLIP
+    from astroclip.training.align import build_clip_model
+
+    trained = factory.create_model("clip-small")
+    factory.register_model(save_model(trained, tmp_path / "clip"), "my-clip")
+    model, pretrained = build_clip_model(preset="my-clip")
+    assert isinstance(model, AstroCLIP) and pretrained == {"image": True, "spectrum": True}
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert model.logit_scale == trained.logit_scale
+    # a registered spectrum transformer as one side of a preset
+    enc = factory.create_model("spectrum-small", num_layers=1)
+    factory.register_model(save_model(enc, tmp_path / "spec"), "my-spec")
+    model, pretrained = build_clip_model(preset="small", spectrum_model="my-spec")
+    assert pretrained == {"image": False, "spectrum": True}
+    assert torch.equal(model.spectrum_encoder.backbone.state_dict()["data_embed.weight"],
+                       enc.state_dict()["data_embed.weight"])
+    with pytest.raises(InputError, match="not an aligned model"):
+        build_clip_model(preset="my-spec")

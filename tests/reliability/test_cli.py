@@ -54,7 +54,7 @@ def test_broken_config(pairs_path, model_path, tmp_path, capsys):
 
 def test_unknown_model_name(pairs_path, tmp_path, capsys, private_model_dir):
     assert _embed(pairs_path, tmp_path, "--model", "no-such-model") == 1
-    _one_line(capsys, "no-such-model", "known models")
+    _one_line(capsys, "unknown model 'no-such-model'", "list_models()")
 
 
 def test_missing_optional_package(pairs_path, model_path, tmp_path, capsys, monkeypatch):

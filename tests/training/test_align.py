@@ -13,6 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from astroclip.exceptions import ModelNotFoundError
 from astroclip.models import factory, weights
 from astroclip.models.clip import AstroCLIP
 from astroclip.models.image import ImageEncoder
@@ -270,9 +271,9 @@ def test_bad_models_and_folders(tmp_path, toy):
     torch.save(vit.backbone.state_dict(), tmp_path / "vit.pth")
     with pytest.raises(ValueError, match="another architecture"):
         build_clip_model(preset="small", image_model=tmp_path / "vit.pth")
-    with pytest.raises(ValueError, match="neither an image preset"):
+    with pytest.raises(ModelNotFoundError, match="unknown image model 'no-such-model'"):
         build_clip_model(preset="small", image_model="no-such-model")
-    with pytest.raises(ValueError, match="unknown clip preset"):
+    with pytest.raises(ModelNotFoundError, match="unknown clip model 'huge'.*small-vit"):
         build_clip_model(preset="huge")
     # a finished run is not overwritten silently; resuming another configuration is refused
     image, spectrum = tiny_parts()

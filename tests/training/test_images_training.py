@@ -143,7 +143,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="queue_size"):
         pretrain_images(train, out=tmp_path / "c", **{**COMMON, "batch_size": 4,
                                                       "queue_size": 2})
-    with pytest.raises(ValueError, match="unknown image preset"):
+    with pytest.raises(ValueError, match="unknown image model"):
         pretrain_images(train, out=tmp_path / "d", **{**COMMON, "preset": "vgg"})
     with pytest.raises(ValueError, match="'image'"):
         collate_images([{"spectrum": torch.zeros(3)}])

@@ -171,7 +171,7 @@ def test_pretrain_from_hdf5_with_the_cli(tmp_path, rng):
 
 def test_bad_training_inputs(tmp_path, rng):
     data = make_spectra(rng, 4)
-    with pytest.raises(ValueError, match="unknown spectrum preset 'giant'"):
+    with pytest.raises(ValueError, match="unknown spectrum model 'giant'.*did you mean"):
         pretrain_spectra(data, out=tmp_path / "a", preset="giant")
     with pytest.raises(FileNotFoundError, match="astroclip simulate"):
         pretrain_spectra(tmp_path / "missing.h5", out=tmp_path / "b")
