@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from astroclip.models import factory, weights
+from astroclip.models import factory
 from astroclip.models.image import ImageEncoder
 from astroclip.training.images import MoCoPretraining, collate_images, moco_loss, pretrain_images
 
