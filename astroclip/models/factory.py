@@ -215,12 +215,17 @@ def _all_names():
 def _not_found(name, family=None):
     names = _all_names()
     text = str(name)
-    close = difflib.get_close_matches(text, names, n=4, cutoff=0.5)
-    if family and not close:
-        close = difflib.get_close_matches(f"{family}-{text}", names, n=4, cutoff=0.5)
+    close = []
+    if family:  # the family's names first
+        own = [n for n in names if n in MODELS and MODELS[n].family == family]
+        close = difflib.get_close_matches(f"{family}-{text}", own, n=4, cutoff=0.5)
+    close += [c for c in difflib.get_close_matches(text, names, n=4, cutoff=0.5)
+              if c not in close]
+    close = close[:4]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     what = f"{family} model" if family else "model"
-    presets = (f"a {family} preset ({', '.join(_presets_of(family))}), " if family in
+    article = "an" if str(family)[:1] in "aeiou" else "a"
+    presets = (f"{article} {family} preset ({', '.join(_presets_of(family))}), " if family in
                _PRESET_FAMILIES else "")
     return ModelNotFoundError(
         f"unknown {what} {text!r}: not {presets}a model folder, a checkpoint file or a known "
@@ -540,7 +545,7 @@ def create_model(name, *, pretrained=None, family=None, device="cpu", download=T
     >>> create_model("small", family="image")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    astroclip.exceptions.ModelNotFoundError: unknown model 'small': ...
+    astroclip.exceptions.ModelNotFoundError: unknown image model 'small': ...
     """
     kind, found = _lookup(name, family)
     if kind in ("local", "released", "file") and overrides:
