@@ -38,22 +38,7 @@ from astroclip.inputs import grid
 from astroclip.inputs.resample import resample_flux_conserving
 from astroclip.inputs.spectra import prepare_spectra
 
-
-def best_time(fn, repeats):
-    """(best wall seconds, CPU seconds of that run) over ``repeats`` calls.
-
-    One untimed call first: the first large allocations of a process are slow
-    (pages are mapped and zeroed, and in a virtual machine backed by the host).
-    """
-    fn()
-    best = (np.inf, np.inf)
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if wall < best[0]:
-            best = (wall, cpu)
-    return best
+from _common import best_time
 
 
 def make_batch(n, wave, rng):
@@ -93,15 +78,15 @@ def bench_grid(args, rng, rows, n_jobs):
                          uncertainty=InverseVariance(ivar[row]))]
     ref = specutils_rate(one_grid, args.n_specutils)
     for jobs in n_jobs:
-        wall, cpu = best_time(lambda: resample_flux_conserving(wave, flux, ivar, n_jobs=jobs),
-                              args.repeats)
+        wall, cpu, _ = best_time(lambda: resample_flux_conserving(wave, flux, ivar, n_jobs=jobs),
+                                 args.repeats, warmup=True)
         rows.append(("0.5 A grid, resample_flux_conserving", jobs, args.n, wall, cpu, ref))
     fq = flux * grid.FLUX_UNIT
     wq = wave * u.AA
     for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(fq, wavelength=wq, ivar=ivar, n_jobs=jobs,
-                                                      on_invalid="flag", progress=False),
-                              args.repeats)
+        wall, cpu, _ = best_time(lambda: prepare_spectra(fq, wavelength=wq, ivar=ivar, n_jobs=jobs,
+                                                         on_invalid="flag", progress=False),
+                                 args.repeats, warmup=True)
         rows.append(("0.5 A grid, prepare_spectra", jobs, args.n, wall, cpu, ref))
     # f_nu on a frequency axis: unit conversion of flux and uncertainty on the way in
     nu = wq.to(u.Hz, u.spectral())
@@ -109,9 +94,9 @@ def bench_grid(args, rng, rows, n_jobs):
     sigma = np.divide(1.0, np.sqrt(ivar), out=np.full_like(ivar, np.inf), where=ivar > 0)
     sigma_nu = (sigma * grid.FLUX_UNIT).to(u.Jy, u.spectral_density(wq))
     for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(f_nu, wavelength=nu, uncertainty=sigma_nu,
-                                                      n_jobs=jobs, on_invalid="flag",
-                                                      progress=False), args.repeats)
+        wall, cpu, _ = best_time(lambda: prepare_spectra(f_nu, wavelength=nu, uncertainty=sigma_nu,
+                                                         n_jobs=jobs, on_invalid="flag",
+                                                         progress=False), args.repeats, warmup=True)
         rows.append(("Jy on a Hz axis, prepare_spectra", jobs, args.n, wall, cpu, ref))
 
 
@@ -132,8 +117,8 @@ def bench_arms(args, rng, rows, n_jobs):
     arm_list = SpectrumList([Spectrum(flux=f * grid.FLUX_UNIT, spectral_axis=w * u.AA,
                                       uncertainty=InverseVariance(iv)) for w, f, iv in arms])
     for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(arm_list, on_invalid="flag", n_jobs=jobs,
-                                                      progress=False), args.repeats)
+        wall, cpu, _ = best_time(lambda: prepare_spectra(arm_list, on_invalid="flag", n_jobs=jobs,
+                                                         progress=False), args.repeats, warmup=True)
         rows.append(("DESI b+r+z arms, prepare_spectra", jobs, args.n, wall, cpu, ref))
 
 
