@@ -65,7 +65,7 @@ def write_file(path, flux, image):
 
 
 def loading_rate(dataset, batch, workers, batches):
-    from astroclip.training.common import build_train_loader
+    from astroclip.training.sampling import build_train_loader
 
     loader = build_train_loader(dataset, batch_size=batch, num_workers=workers,
                                 collate_fn=collate_pairs)

@@ -16,7 +16,7 @@ pairs of g, r, z cutouts and DESI spectra, through Lightning:
   split;
 - tqdm progress bar, CSV (and TensorBoard when installed) logs in
   ``out/logs``, atomic checkpoints ``out/last.ckpt`` and exact resume (see
-  `astroclip.training.common`);
+  `astroclip.training.trainer`);
 - at the end, the whole aligned model in our safetensors + JSON format in
   ``out`` (`astroclip.models.weights.load_model` reads it back).
 """
@@ -35,10 +35,10 @@ from ..models.presets import CLIP_PRESETS, IMAGE_PRESETS, SPECTRUM_PRESETS, get_
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..models.weights import CONFIG_FILE, load_model
 from ..data.augment import alignment_augment
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
-                     resolve_accelerator, save_run, StepDataModule, train_val_sets,
-                     adamw_warmup_cosine, world_size)
-from .common import check_resume_run
+from .schedule import adamw_warmup_cosine
+from .sampling import StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .trainer import pl, build_trainer, fit_resumable, resolve_accelerator, world_size
 from ..exceptions import InputError
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",

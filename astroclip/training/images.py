@@ -36,10 +36,11 @@ from ..data.augment import pretraining_augment
 from ..evaluation.metrics import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models.presets import get_preset
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
-                     fit_resumable, resolve_accelerator, save_run, step_generator,
-                     StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
-from .common import check_resume_run
+from .schedule import warmup_cosine_scheduler
+from .sampling import step_generator, StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .trainer import (pl, build_trainer, default_periods, fit_resumable, resolve_accelerator,
+                      world_size)
 from ..exceptions import InputError
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",

@@ -7,7 +7,7 @@ error on the zeroed data entries only (`astroclip.models.spectrum.masked_mse`).
 Optimisation: AdamW with linear warm-up then cosine decay, gradient clipping,
 through Lightning (CPU, one or several GPUs with DDP, bf16 mixed precision on
 GPUs), with a validation loss, atomic checkpoints and exact resume (see
-`astroclip.training.common`).  The final weights are written in our
+`astroclip.training.trainer`).  The final weights are written in our
 safetensors + JSON format.
 """
 
@@ -19,10 +19,10 @@ import torch
 from .._config import conf
 from ..models.presets import get_preset
 from ..models.spectrum import SpectrumEncoder, masked_mse
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
-                     fit_resumable, resolve_accelerator, resolve_dataset, save_run,
-                     step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
-from .common import check_resume_run
+from .schedule import adamw_warmup_cosine
+from .sampling import resolve_dataset, step_generator, StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .trainer import pl, build_trainer, default_periods, fit_resumable, resolve_accelerator
 from ..exceptions import InputError
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",

@@ -10,8 +10,9 @@ from astroclip.cli import main
 from astroclip.inputs import grid
 from astroclip.models.spectrum import SpectrumEncoder
 from astroclip.models.weights import load_model, read_model_config
-from astroclip.training.common import (StepBatchSampler, find_resume_checkpoint, step_seed,
-                                       warmup_cosine_lambda)
+from astroclip.training.runs import find_resume_checkpoint
+from astroclip.training.sampling import StepBatchSampler, step_seed
+from astroclip.training.schedule import warmup_cosine_lambda
 from astroclip.training.spectra import FluxDataset, pretrain_spectra
 
 TINY = dict(embed_dim=32, num_layers=1, num_heads=2)
