@@ -5,7 +5,7 @@ Prints a table with:
 - this machine's fp32 matmul rate (measured here; context for the other rows);
 - the data-loading rate of pairs (152 x 152 images + 7781-pixel spectra) from
   our HDF5 training-set file through `astroclip.data.datasets.PairedDataset`
-  and the training loader (``num_workers`` 0 and 2), and from memory;
+  and the training loader (``workers`` 0 and 2), and from memory;
 - training pairs/s of the ``small`` and ``small-vit`` CLIP presets on raw
   152 x 152 cutouts (augmentation, both encoders, loss, backward, AdamW step),
   with the paper's freezing policy and with everything trainable;
@@ -67,7 +67,7 @@ def write_file(path, flux, image):
 def loading_rate(dataset, batch, workers, batches):
     from astroclip.training.sampling import build_train_loader
 
-    loader = build_train_loader(dataset, batch_size=batch, num_workers=workers,
+    loader = build_train_loader(dataset, batch_size=batch, workers=workers,
                                 collate_fn=collate_pairs)
     it = iter(loader)
     next(it)  # start-up (worker processes, file opening) is not counted

@@ -158,7 +158,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
             b += 1
 
 
-def build_train_loader(dataset, *, batch_size, seed=0, start=0, num_workers=0,
+def build_train_loader(dataset, *, batch_size, seed=0, start=0, workers=0,
                        pin_memory=False, collate_fn=None):
     """An infinite, step-indexed training `~torch.utils.data.DataLoader`.
 
@@ -174,7 +174,7 @@ def build_train_loader(dataset, *, batch_size, seed=0, start=0, num_workers=0,
         First micro-batch number (see `StepBatchSampler`); inside a
         LightningModule pass ``lambda: self.trainer.global_step *
         self.trainer.accumulate_grad_batches``.
-    num_workers : int, optional
+    workers : int, optional
         Loader worker processes.
     pin_memory : bool, optional
         Pin host memory (GPU training).
@@ -182,7 +182,7 @@ def build_train_loader(dataset, *, batch_size, seed=0, start=0, num_workers=0,
         Batch collation.
     """
     sampler = StepBatchSampler(len(dataset), batch_size, seed=seed, start=start)
-    kwargs = dict(batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+    kwargs = dict(batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                   persistent_workers=False)
     if collate_fn is not None:
         kwargs["collate_fn"] = collate_fn
@@ -251,14 +251,14 @@ class StepDataModule(pl.LightningDataModule):
     collate_fn = None
 
     def __init__(self, train, val=None, *, batch_size, val_batch_size=None, seed=0,
-                 num_workers=0):
+                 workers=0):
         super().__init__()
         self.train_set = train
         self.val_set = self._wrap_val(val) if val is not None and len(val) > 0 else None
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.seed = int(seed)
-        self.num_workers = int(num_workers)
+        self.workers = int(workers)
 
     def _wrap_val(self, val):
         return val
@@ -275,7 +275,7 @@ class StepDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         return build_train_loader(self.train_set, batch_size=self.batch_size, seed=self.seed,
-                                  start=self._start, num_workers=self.num_workers,
+                                  start=self._start, workers=self.workers,
                                   pin_memory=self._pin(), collate_fn=self.collate_fn)
 
     def val_dataloader(self):
@@ -283,7 +283,7 @@ class StepDataModule(pl.LightningDataModule):
             return []
         return torch.utils.data.DataLoader(self.val_set, batch_size=self.val_batch_size,
                                            shuffle=False, sampler=self._val_sampler(),
-                                           num_workers=self.num_workers, pin_memory=self._pin(),
+                                           num_workers=self.workers, pin_memory=self._pin(),
                                            collate_fn=self.collate_fn)
 
 

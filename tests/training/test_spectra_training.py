@@ -125,7 +125,7 @@ def test_resume_equals_uninterrupted(tmp_path, rng):
     cfg = dict(TINY, dropout=0.1)   # dropout and masks must replay exactly too
     kw = dict(model_config=cfg, max_steps=7, batch_size=4, lr=1e-3, warmup_steps=2,
               checkpoint_every=2, val_every=None, progress=False, seed=3,
-              accumulate_grad_batches=1)
+              accumulate=1)
     full = pretrain_spectra(data, out=tmp_path / "full", **kw)
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain_spectra(data, out=tmp_path / "cut", callbacks=[_Crash(5)], **kw)
