@@ -5,7 +5,7 @@ Prints a table with:
 - this machine's fp32 matmul rate (measured here; context for the other rows);
 - the data-loading rate of pairs (152 x 152 images + 7781-pixel spectra) from
   our HDF5 training-set file through `astroclip.data.datasets.PairedDataset`
-  and the training loader (``num_workers`` 0 and 2), and from memory;
+  and the training loader (``workers`` 0 and 2), and from memory;
 - training pairs/s of the ``small`` and ``small-vit`` CLIP presets on raw
   152 x 152 cutouts (augmentation, both encoders, loss, backward, AdamW step),
   with the paper's freezing policy and with everything trainable;
@@ -33,28 +33,9 @@ from astroclip.models.clip import AstroCLIP
 from astroclip.models.presets import get_preset
 from astroclip.training.align import AlignmentModule, align, collate_pairs
 
+from _common import best_time, matmul_rate
+
 warnings.filterwarnings("ignore")
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rate(device, dtype=torch.float32, repeats=3):
-    size = 1024 if device.type == "cpu" else 8192
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b)
-        _sync(device)
-        best = max(best, 4 * 2 * size ** 3 / (time.perf_counter() - t))
-    return best
 
 
 def random_pairs(n, rng):
@@ -84,9 +65,9 @@ def write_file(path, flux, image):
 
 
 def loading_rate(dataset, batch, workers, batches):
-    from astroclip.training.common import build_train_loader
+    from astroclip.training.sampling import build_train_loader
 
-    loader = build_train_loader(dataset, batch_size=batch, num_workers=workers,
+    loader = build_train_loader(dataset, batch_size=batch, workers=workers,
                                 collate_fn=collate_pairs)
     it = iter(loader)
     next(it)  # start-up (worker processes, file opening) is not counted
@@ -119,14 +100,8 @@ def train_rate(preset, freeze, batch, steps, device, precision=None):
         opt.step()
 
     model.train()
-    step()
-    best = 0.0
-    for _ in range(steps):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        best = max(best, batch / (time.perf_counter() - t))
+    wall, _, _ = best_time(step, steps, warmup=True, device=device)
+    best = batch / wall
     trainable = model.num_parameters(trainable=True) / 1e6
     return best, trainable, model.num_parameters() / 1e6
 
@@ -140,7 +115,9 @@ def end_to_end_rate(dataset, batch, steps, out):
     align(dataset, out=out, preset="small", batch_size=batch, max_steps=1 + steps,
           progress=False, accelerator="cpu", overwrite=True, resume=False)
     total = time.perf_counter() - t
-    return steps * batch / max(total - first, 1e-9)
+    if total <= first:  # too few steps to see past the set-up on a noisy machine
+        return float("nan")
+    return steps * batch / (total - first)
 
 
 def main():

@@ -14,7 +14,6 @@ Usage::
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 
@@ -23,10 +22,7 @@ import numpy as np
 from astroclip.data.paired import PairedDatasetWriter
 from astroclip.inputs import grid
 
-
-def peak_rss_mb():
-    """Peak resident set size of this process so far (MB; ru_maxrss is in kB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _common import peak_rss_mb
 
 
 def make_chunk(rng, start, n):

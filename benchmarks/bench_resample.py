@@ -38,22 +38,7 @@ from astroclip.inputs import grid
 from astroclip.inputs.resample import resample_flux_conserving
 from astroclip.inputs.spectra import prepare_spectra
 
-
-def best_time(fn, repeats):
-    """(best wall seconds, CPU seconds of that run) over ``repeats`` calls.
-
-    One untimed call first: the first large allocations of a process are slow
-    (pages are mapped and zeroed, and in a virtual machine backed by the host).
-    """
-    fn()
-    best = (np.inf, np.inf)
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if wall < best[0]:
-            best = (wall, cpu)
-    return best
+from _common import best_time
 
 
 def make_batch(n, wave, rng):
@@ -81,7 +66,7 @@ def specutils_rate(spectra_per_row, n_rows):
     return n_rows / wall
 
 
-def bench_grid(args, rng, rows, n_jobs):
+def bench_grid(args, rng, rows, workers):
     """Case 1: a 0.5 A grid, 3500-10000 A."""
     from specutils import Spectrum
 
@@ -92,30 +77,30 @@ def bench_grid(args, rng, rows, n_jobs):
         return [Spectrum(flux=flux[row] * grid.FLUX_UNIT, spectral_axis=wave * u.AA,
                          uncertainty=InverseVariance(ivar[row]))]
     ref = specutils_rate(one_grid, args.n_specutils)
-    for jobs in n_jobs:
-        wall, cpu = best_time(lambda: resample_flux_conserving(wave, flux, ivar, n_jobs=jobs),
-                              args.repeats)
+    for jobs in workers:
+        wall, cpu, _ = best_time(lambda: resample_flux_conserving(wave, flux, ivar, workers=jobs),
+                                 args.repeats, warmup=True)
         rows.append(("0.5 A grid, resample_flux_conserving", jobs, args.n, wall, cpu, ref))
     fq = flux * grid.FLUX_UNIT
     wq = wave * u.AA
-    for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(fq, wavelength=wq, ivar=ivar, n_jobs=jobs,
-                                                      on_invalid="flag", progress=False),
-                              args.repeats)
+    for jobs in workers:
+        wall, cpu, _ = best_time(lambda: prepare_spectra(fq, wavelength=wq, ivar=ivar, workers=jobs,
+                                                         on_invalid="flag", progress=False),
+                                 args.repeats, warmup=True)
         rows.append(("0.5 A grid, prepare_spectra", jobs, args.n, wall, cpu, ref))
     # f_nu on a frequency axis: unit conversion of flux and uncertainty on the way in
     nu = wq.to(u.Hz, u.spectral())
     f_nu = fq.to(u.Jy, u.spectral_density(wq))
     sigma = np.divide(1.0, np.sqrt(ivar), out=np.full_like(ivar, np.inf), where=ivar > 0)
     sigma_nu = (sigma * grid.FLUX_UNIT).to(u.Jy, u.spectral_density(wq))
-    for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(f_nu, wavelength=nu, uncertainty=sigma_nu,
-                                                      n_jobs=jobs, on_invalid="flag",
-                                                      progress=False), args.repeats)
+    for jobs in workers:
+        wall, cpu, _ = best_time(lambda: prepare_spectra(f_nu, wavelength=nu, uncertainty=sigma_nu,
+                                                         workers=jobs, on_invalid="flag",
+                                                         progress=False), args.repeats, warmup=True)
         rows.append(("Jy on a Hz axis, prepare_spectra", jobs, args.n, wall, cpu, ref))
 
 
-def bench_arms(args, rng, rows, n_jobs):
+def bench_arms(args, rng, rows, workers):
     """Case 2: the three DESI arms on their grids shifted by 0.13 A."""
     from specutils import Spectrum, SpectrumList
 
@@ -131,9 +116,9 @@ def bench_arms(args, rng, rows, n_jobs):
     ref = specutils_rate(three_arms, args.n_specutils)
     arm_list = SpectrumList([Spectrum(flux=f * grid.FLUX_UNIT, spectral_axis=w * u.AA,
                                       uncertainty=InverseVariance(iv)) for w, f, iv in arms])
-    for jobs in n_jobs:
-        wall, cpu = best_time(lambda: prepare_spectra(arm_list, on_invalid="flag", n_jobs=jobs,
-                                                      progress=False), args.repeats)
+    for jobs in workers:
+        wall, cpu, _ = best_time(lambda: prepare_spectra(arm_list, on_invalid="flag", workers=jobs,
+                                                         progress=False), args.repeats, warmup=True)
         rows.append(("DESI b+r+z arms, prepare_spectra", jobs, args.n, wall, cpu, ref))
 
 
@@ -143,14 +128,14 @@ def main(argv=None):
     parser.add_argument("--n-specutils", type=int, default=3,
                         help="spectra timed with specutils (about 1 s each)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--n-jobs", type=int, nargs="+", default=[1, 2],
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="thread counts to time astroclip with")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
     load_before = os.getloadavg()[0]
-    bench_grid(args, rng, rows, args.n_jobs)
-    bench_arms(args, rng, rows, args.n_jobs)
+    bench_grid(args, rng, rows, args.workers)
+    bench_arms(args, rng, rows, args.workers)
 
     print(f"\nFlux-conserving resampling onto the DESI grid ({grid.N_PIXELS} px), "
           f"{os.cpu_count()} CPU cores, load average {load_before:.1f} before, "

@@ -14,13 +14,13 @@ Usage: ``python benchmarks/bench_spectrum_encoder.py [--batch 16] [--repeats 3]`
 """
 
 import argparse
-import time
 
-import numpy as np
 import torch
 
 from astroclip.models.presets import get_preset
 from astroclip.models.spectrum import SpectrumEncoder
+
+from _common import paired_rates
 
 
 def encoder_flops(model, *, with_head=False):
@@ -37,56 +37,6 @@ def encoder_flops(model, *, with_head=False):
     if with_head:
         flops += 2 * n * d * model.token_features
     return flops
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device):
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
-
-
-def _matmul_fn(device, dtype):
-    size = 2048 if device.type == "cpu" else 8192
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    inner = 4 if device.type == "cpu" else 20
-
-    def run():
-        for _ in range(inner):
-            torch.mm(a, b)
-
-    return run, inner * 2 * size ** 3
-
-
-def paired_rates(work, work_flops, device, mm_dtype, repeats):
-    """Interleave the workload with the matmul baseline.
-
-    Each repeat times the matmul, the workload, and the matmul again; the
-    fraction of a repeat is the workload's FLOP rate over the mean of the two
-    adjacent matmul rates (so both see the same machine load, which matters on
-    a shared machine).  Returns (best workload FLOP/s, best matmul FLOP/s,
-    median fraction).
-    """
-    mm, mm_flops = _matmul_fn(device, mm_dtype)
-    mm()
-    work()
-    rates, peaks, fractions = [], [], []
-    before = mm_flops / _timed(mm, device)
-    for _ in range(repeats):
-        rate = work_flops / _timed(work, device)
-        after = mm_flops / _timed(mm, device)
-        rates.append(rate)
-        peaks += [before, after]
-        fractions.append(rate / (0.5 * (before + after)))
-        before = after
-    return max(rates), max(peaks), float(np.median(fractions))
 
 
 def run_device(device, *, batch, repeats, train_batch, train_steps, dtype=None):

@@ -52,7 +52,7 @@ def test_public_name_of_a_missing_extra(monkeypatch):
 
 def test_lightning_quiet_holds_back_banners(caplog, tmp_path):
     from astroclip import conf
-    from astroclip.training.common import build_trainer
+    from astroclip.training.trainer import build_trainer
 
     caplog.set_level(logging.INFO, logger="lightning.pytorch")
     build_trainer(out_dir=tmp_path / "a", max_steps=1, accelerator="cpu", devices=1,

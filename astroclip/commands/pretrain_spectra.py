@@ -1,42 +1,31 @@
-"""``astroclip pretrain-spectra``: masked-segment pretraining of the spectrum transformer."""
+"""``astroclip pretrain-spectra``: masked-segment pretraining of the spectrum transformer.
 
-__all__ = ["HELP", "add_arguments", "run"]
+The options are those of `astroclip.training.spectra.pretrain_spectra` and of
+`astroclip.training.options.RunOptions`, made from their declarations.
+"""
+
+__all__ = ["HELP", "FUNCTION", "SKIP", "add_arguments", "run"]
 
 HELP = "Pretrain the spectrum transformer by filling masked segments (Lightning, resumable)."
 
+#: The function this command runs, and its parameters that are not options.
+FUNCTION = "astroclip.training.spectra:pretrain_spectra"
+SKIP = ("val_data",)
+
 
 def add_arguments(parser):
-    from ._common import add_run_folder_options, preset_choices
-    add_run_folder_options(parser)
-    parser.add_argument("--preset", default="small", choices=preset_choices("spectrum"),
-                        help="model size (default: small)")
-    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=32, help="spectra per batch and device")
-    parser.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup-steps", type=int, default=None,
-                        help="linear warm-up steps (default: 5%% of the run, at most 2000)")
-    parser.add_argument("--mask-run-length", type=int, default=None,
-                        help="tokens per masked run (paper 30, released 50)")
-    parser.add_argument("--mask-placement", choices=("anywhere", "per_section"), default=None,
-                        help="masked runs anywhere (paper) or one per sixth (released)")
-    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation")
-    parser.add_argument("--checkpoint-every", type=int, default=None,
-                        help="steps between atomic checkpoints")
-    parser.add_argument("--val-every", type=int, default=None, help="steps between validations")
-    from ._common import add_lightning_options
-    add_lightning_options(parser)
+    from ..models.presets import SPECTRUM_PRESETS
+    from ._options import add_function_options, add_run_options
+
+    add_function_options(parser, FUNCTION, skip=SKIP, overrides={
+        "preset": dict(choices=sorted(SPECTRUM_PRESETS))})
+    add_run_options(parser)
 
 
 def run(args):
-    from ._common import lightning_kwargs
     from ..training.spectra import pretrain_spectra
+    from ._options import function_kwargs, run_kwargs
 
-    pretrain_spectra(args.data, out=args.out, preset=args.preset, max_steps=args.max_steps,
-                     batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                     warmup_steps=args.warmup_steps, mask_run_length=args.mask_run_length,
-                     mask_placement=args.mask_placement,
-                     accumulate_grad_batches=args.accumulate,
-                     checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                     **lightning_kwargs(args))
+    kwargs = function_kwargs(args, FUNCTION, skip=SKIP)
+    pretrain_spectra(kwargs.pop("data"), **kwargs, **run_kwargs(args))
     print(f"model written to {args.out}")

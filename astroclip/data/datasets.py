@@ -228,7 +228,7 @@ class MultimodalUniverseDataset(PairedDataset):
         super().__init__((spectra_path, images_path), **kwargs)
 
 
-def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_workers=0,
+def convert_to_paired(source, path, *, overwrite=False, batch_size=64, workers=0,
                       chunk_rows=4, progress=None):
     """Write any paired source (paper file, Multimodal Universe pair) as an astroclip file.
 
@@ -242,7 +242,7 @@ def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_worke
         ``path`` if the conversion stops).
     overwrite : bool, optional
         Replace an existing ``path``.
-    batch_size, num_workers : int, optional
+    batch_size, workers : int, optional
         Rows read per step and `~torch.utils.data.DataLoader` worker processes.
     chunk_rows : int, optional
         HDF5 chunk rows of the output (`~astroclip.data.paired.PairedDatasetWriter`).
@@ -271,7 +271,7 @@ def convert_to_paired(source, path, *, overwrite=False, batch_size=64, num_worke
     table = dataset.table
     size = int(dataset[0]["image"].shape[-1])
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
-                                         num_workers=int(num_workers))
+                                         num_workers=int(workers))
     start = 0
     with PairedDatasetWriter(path, overwrite=overwrite, label_names=dataset.label_names,
                              image_size=size, chunk_rows=chunk_rows,

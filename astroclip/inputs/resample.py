@@ -35,7 +35,7 @@ from .units import wavelength_angstrom
 
 __all__ = ["resample_flux_conserving", "overlap_matrix", "edges_from_centres",
            "OverlapOperator", "overlap_operator", "RowSource", "pixel_edges", "for_row_chunks",
-           "transpose_into", "check_n_jobs", "CHUNK_ROWS"]
+           "transpose_into", "check_workers", "CHUNK_ROWS"]
 
 #: Rows processed at a time (the batch is transposed chunk by chunk so that the
 #: sparse products run over contiguous memory).
@@ -202,29 +202,29 @@ def overlap_operator(in_edges, out_edges):
     return op
 
 
-def for_row_chunks(n_rows, work, n_jobs):
-    """Call ``work(start, stop)`` on consecutive chunks of `CHUNK_ROWS` rows, on ``n_jobs`` threads.
+def for_row_chunks(n_rows, work, workers):
+    """Call ``work(start, stop)`` on chunks of `CHUNK_ROWS` rows, on ``workers`` threads.
 
     The chunks write disjoint output rows, and numpy and scipy.sparse release the
     GIL in the heavy calls, so threads scale; the first error is re-raised.
     """
     starts = range(0, n_rows, CHUNK_ROWS)
-    if n_jobs is None or n_jobs <= 1 or n_rows <= CHUNK_ROWS:
+    if workers is None or workers <= 1 or n_rows <= CHUNK_ROWS:
         for start in starts:
             work(start, min(start + CHUNK_ROWS, n_rows))
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=int(n_jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=int(workers)) as pool:
         for future in [pool.submit(work, start, min(start + CHUNK_ROWS, n_rows))
                        for start in starts]:
             future.result()
 
 
-def check_n_jobs(n_jobs):
+def check_workers(workers):
     """Refuse anything but a positive integer number of threads."""
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise InputError(f"n_jobs must be a positive integer (threads), not {n_jobs!r}")
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"workers must be a positive integer (threads), not {workers!r}")
 
 
 def transpose_into(dst, src, rows, cols):
@@ -237,7 +237,7 @@ def transpose_into(dst, src, rows, cols):
 
 
 def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edges=None,
-                             n_jobs=1):
+                             workers=1):
     """Resample a batch of spectra onto a grid, conserving flux.
 
     Each output pixel gets the overlap-weighted mean of the flux densities of
@@ -272,7 +272,7 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
     out_edges : array-like or `~astropy.units.Quantity`, optional
         ``n_out + 1`` increasing output pixel edges; the DESI grid
         (`astroclip.inputs.grid.WAVELENGTH_EDGES`, Angstrom) by default.
-    n_jobs : int, optional
+    workers : int, optional
         Threads working on chunks of rows (1: none).
 
     Returns
@@ -302,7 +302,7 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
     if isinstance(flux, u.Quantity):
         raise TypeError("resample_flux_conserving takes plain arrays; use prepare_spectra "
                         "for fluxes with units, or pass flux.value (per unit wavelength)")
-    check_n_jobs(n_jobs)
+    check_workers(workers)
     flux = np.asarray(flux)
     one_d = flux.ndim == 1
     flux2 = np.atleast_2d(flux)
@@ -349,7 +349,7 @@ def resample_flux_conserving(wavelength, flux, ivar=None, *, mask=None, out_edge
             transpose_into(res_flux, f_t, slice(start, stop), op.rows)
             transpose_into(res_ivar, i_t, slice(start, stop), op.rows)
 
-        for_row_chunks(len(f_rows), work, n_jobs)
+        for_row_chunks(len(f_rows), work, workers)
         if not isinstance(rows, slice):
             out_flux[rows] = res_flux
             out_ivar[rows] = res_ivar

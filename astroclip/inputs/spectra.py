@@ -26,7 +26,7 @@ from . import grid
 from .._arrays import split_masked
 from .._progress import progress_bar
 from ..exceptions import InputError
-from .resample import (RowSource, check_n_jobs, for_row_chunks, overlap_operator, pixel_edges,
+from .resample import (RowSource, check_workers, for_row_chunks, overlap_operator, pixel_edges,
                        transpose_into)
 from .units import check_shape, flux_factor, uncertainty_parts, wavelength_angstrom
 
@@ -371,7 +371,7 @@ def _array_groups(flux, *, wavelength, wavelength_unit, flux_unit, uncertainty, 
 def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit=None,
                     uncertainty=None, ivar=None, mask=None, combine_arms=None,
                     min_coverage=0.5, on_invalid="raise", meta=None, progress=None,
-                    n_jobs=1):
+                    workers=1):
     """Put spectra on the DESI grid: float32 flux and inverse variance, plus a Table.
 
     Parameters
@@ -423,7 +423,7 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
         Extra per-spectrum columns (e.g. ``TARGETID``), one row per spectrum.
     progress : bool, optional
         Show a progress bar on large batches; default ``astroclip.conf.progress``.
-    n_jobs : int, optional
+    workers : int, optional
         Threads working on chunks of rows (1: none).
 
     Returns
@@ -476,12 +476,12 @@ def prepare_spectra(spectra, *, wavelength=None, wavelength_unit=None, flux_unit
         1      1.0  True
     """
     _check_options(min_coverage, on_invalid)
-    check_n_jobs(n_jobs)
+    check_workers(workers)
     groups = _collect(spectra, wavelength=wavelength, wavelength_unit=wavelength_unit,
                       flux_unit=flux_unit, uncertainty=uncertainty, ivar=ivar, mask=mask,
                       combine_arms=combine_arms)
     return _prepare_groups(groups, min_coverage=min_coverage, on_invalid=on_invalid,
-                           meta=meta, progress=progress, n_jobs=n_jobs)
+                           meta=meta, progress=progress, workers=workers)
 
 
 def _check_options(min_coverage, on_invalid):
@@ -491,7 +491,7 @@ def _check_options(min_coverage, on_invalid):
         raise InputError(f"min_coverage must be a fraction in [0, 1], not {min_coverage}")
 
 
-def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=1):
+def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, workers=1):
     """Resample and combine normalised groups -> PreparedSpectra."""
     total = 0
     for g in groups:
@@ -532,7 +532,7 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
                       min_total=4 * 1024) as bar:
         for g, g_ops in zip(groups, ops):
             _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar,
-                       n_jobs)
+                       workers)
             ivar_known[g.out_rows] = g.arms[0].ivar_known
 
     coverage = (ivar_out > 0).sum(axis=1) / grid.N_PIXELS
@@ -561,7 +561,7 @@ def _prepare_groups(groups, *, min_coverage, on_invalid, meta, progress, n_jobs=
     return PreparedSpectra(flux_out, ivar_out, table)
 
 
-def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_jobs):
+def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, workers):
     """Resample and combine the arms of one group into the output rows."""
     contiguous = isinstance(g.out_rows, slice)
     single = len(g.arms) == 1
@@ -612,7 +612,7 @@ def _run_group(g, g_ops, flux_out, ivar_out, n_masked, n_finite, n_good, bar, n_
             ivar_out[rows] = target_i
         bar.update(ch)
 
-    for_row_chunks(g.n_rows, work, n_jobs)
+    for_row_chunks(g.n_rows, work, workers)
 
 
 def _count(rows, good_t, fin, n_masked, n_finite, n_good):

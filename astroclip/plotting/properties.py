@@ -12,6 +12,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from .._optional import require
+from ..exceptions import InputError
 
 __all__ = ["plot_predicted_vs_true", "plot_embedding_map", "project_embeddings"]
 
@@ -24,7 +25,7 @@ def _values(x, *, name):
         x = x.value
     arr = np.asarray(np.ma.getdata(x), dtype=np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be one value per object; got shape {arr.shape}")
+        raise InputError(f"{name} must be one value per object; got shape {arr.shape}")
     return arr
 
 
@@ -34,10 +35,10 @@ def _pick(x, name, *, what):
         keys = list(x.keys()) if isinstance(x, dict) else x.colnames
         if name is None:
             if len(keys) != 1:
-                raise ValueError(f"{what} has several columns {keys}; choose one with name=")
+                raise InputError(f"{what} has several columns {keys}; choose one with name=")
             name = keys[0]
         if name not in keys:
-            raise ValueError(f"{what} has no column {name!r} (columns: {keys})")
+            raise InputError(f"{what} has no column {name!r} (columns: {keys})")
         return x[name]
     return x
 
@@ -119,24 +120,24 @@ def plot_predicted_vs_true(y_true, predictions, *, name=None, label=None, kind="
     plt = require("matplotlib.pyplot", purpose="plotting")
 
     if kind not in ("auto", "scatter", "density"):
-        raise ValueError(f"kind must be 'auto', 'scatter' or 'density'; got {kind!r}")
+        raise InputError(f"kind must be 'auto', 'scatter' or 'density'; got {kind!r}")
     truth = _values(_pick(y_true, name, what="y_true"), name="y_true")
     if not isinstance(predictions, dict):
         predictions = {"": predictions}
     if not predictions:
-        raise ValueError("predictions is empty: give at least one set of predictions")
+        raise InputError("predictions is empty: give at least one set of predictions")
     panels = []
     for key, pred in predictions.items():
         p = _values(_pick(pred, name, what=f"predictions[{key!r}]"),
                     name=f"predictions[{key!r}]")
         if p.shape != truth.shape:
-            raise ValueError(f"predictions[{key!r}] has {p.size} values but y_true {truth.size}; "
+            raise InputError(f"predictions[{key!r}] has {p.size} values but y_true {truth.size}; "
                              "give one prediction per true value")
         title, cross = _panel_title(key)
         panels.append((title, cross, p))
     finite = np.isfinite(truth)
     if not finite.all():
-        raise ValueError(f"y_true has {int((~finite).sum())} NaN or infinite values; drop "
+        raise InputError(f"y_true has {int((~finite).sum())} NaN or infinite values; drop "
                          "those objects first")
     label = label or name or "value"
     rows = [[p for p in panels if not p[1]], [p for p in panels if p[1]]]
@@ -235,7 +236,7 @@ def project_embeddings(embeddings, *, method="pca", n_components=2, normalize=Tr
     if method == "umap":
         umap = require("umap", purpose="method='umap' (or use method='pca' or 'tsne')")
         return umap.UMAP(n_components=n_components, random_state=seed).fit_transform(x)
-    raise ValueError(f"unknown projection method {method!r}; choose 'pca', 'tsne' or 'umap'")
+    raise InputError(f"unknown projection method {method!r}; choose 'pca', 'tsne' or 'umap'")
 
 
 def plot_embedding_map(embeddings, color, *, method="pca", label=None, normalize=True,
@@ -284,20 +285,20 @@ def plot_embedding_map(embeddings, color, *, method="pca", label=None, normalize
 
     emb = embeddings if isinstance(embeddings, dict) else {"": embeddings}
     if not emb:
-        raise ValueError("embeddings is empty")
+        raise InputError("embeddings is empty")
     arrays = {}
     for m, e in emb.items():
         arrays[m] = np.asarray(e.value if isinstance(e, u.Quantity) else e)
         if arrays[m].ndim != 2:
-            raise ValueError(f"embeddings{'[' + repr(m) + ']' if m else ''} must be 2-D "
+            raise InputError(f"embeddings{'[' + repr(m) + ']' if m else ''} must be 2-D "
                              f"(n_objects, dim); got shape {arrays[m].shape}")
     sizes = {a.shape[0] for a in arrays.values()}
     dims = {a.shape[1] for a in arrays.values()}
     if len(dims) != 1:
-        raise ValueError(f"the modalities have embeddings of different dimensions {sorted(dims)}; "
+        raise InputError(f"the modalities have embeddings of different dimensions {sorted(dims)}; "
                          "a joint map needs one shared embedding space")
     if len(sizes) != 1:
-        raise ValueError(f"the modalities have different numbers of objects {sorted(sizes)}; "
+        raise InputError(f"the modalities have different numbers of objects {sorted(sizes)}; "
                          "give the same objects, in the same order, for every modality")
     n = sizes.pop()
     if isinstance(color, (Table, dict)):
@@ -307,7 +308,7 @@ def plot_embedding_map(embeddings, color, *, method="pca", label=None, normalize
         colours = {label or "value": _values(color, name="color")}
     for k, v in colours.items():
         if v.size != n:
-            raise ValueError(f"color {k!r} has {v.size} values for {n} embeddings; give one "
+            raise InputError(f"color {k!r} has {v.size} values for {n} embeddings; give one "
                              "value per object")
     if max_points is not None and n > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(n, int(max_points), replace=False))

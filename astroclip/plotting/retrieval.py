@@ -8,6 +8,7 @@ modalities of the shared embedding space: thumbnails of the neighbours' images
 import numpy as np
 
 from .._optional import require
+from ..exceptions import InputError
 from ..inputs import grid
 
 __all__ = ["retrieval_neighbours", "plot_retrieval"]
@@ -41,15 +42,15 @@ def retrieval_neighbours(query, *, image_embeddings, spectrum_embeddings,
     from ..search import SimilarityIndex
 
     if query_modality not in ("image", "spectrum"):
-        raise ValueError(f"query_modality must be 'image' or 'spectrum', got {query_modality!r}")
+        raise InputError(f"query_modality must be 'image' or 'spectrum', got {query_modality!r}")
     emb = {"image": np.asarray(image_embeddings, np.float32),
            "spectrum": np.asarray(spectrum_embeddings, np.float32)}
     if emb["image"].shape != emb["spectrum"].shape:
-        raise ValueError(f"image embeddings {emb['image'].shape} and spectrum embeddings "
+        raise InputError(f"image embeddings {emb['image'].shape} and spectrum embeddings "
                          f"{emb['spectrum'].shape} must be row-aligned with the same shape")
     n = len(emb["image"])
     if not 0 <= int(query) < n:
-        raise ValueError(f"query row {query} is outside the {n} embeddings")
+        raise InputError(f"query row {query} is outside the {n} embeddings")
     index = SimilarityIndex(emb["image"], modality="image", progress=False)
     index.add(emb["spectrum"], modality="spectrum")
     q = emb[query_modality][int(query)][None]
@@ -126,9 +127,9 @@ def plot_retrieval(query, *, images, spectra, image_embeddings, spectrum_embeddi
     images = np.asarray(images, np.float32)
     spectra = np.asarray(spectra, np.float32)
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W) (g, r, z), got {images.shape}")
+        raise InputError(f"images must have shape (N, 3, H, W) (g, r, z), got {images.shape}")
     if len(images) != len(spectra) or len(images) != len(image_embeddings):
-        raise ValueError("images, spectra and embeddings must be row-aligned (same length)")
+        raise InputError("images, spectra and embeddings must be row-aligned (same length)")
     wave = grid.WAVELENGTH if wavelength is None else np.asarray(wavelength)
     hits = retrieval_neighbours(query, image_embeddings=image_embeddings,
                                 spectrum_embeddings=spectrum_embeddings,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .._optional import require
+from ..exceptions import InputError
 from ..inputs import grid
 
 __all__ = ["EMISSION_LINES", "plot_reconstruction", "plot_mask_filling",
@@ -110,7 +111,7 @@ def plot_reconstruction(flux, prediction, hidden, *, wavelength=None, redshift=N
     hidden = np.asarray(hidden, dtype=bool)
     wavelength = grid.WAVELENGTH if wavelength is None else np.asarray(wavelength, dtype=float)
     if not (flux.shape == prediction.shape == hidden.shape == wavelength.shape):
-        raise ValueError(f"flux {flux.shape}, prediction {prediction.shape}, hidden "
+        raise InputError(f"flux {flux.shape}, prediction {prediction.shape}, hidden "
                          f"{hidden.shape} and wavelength {wavelength.shape} must have one shape")
     smoothed = _smooth(flux, smooth)
     shown = np.where(hidden, prediction, np.nan)
@@ -224,7 +225,7 @@ def plot_attention_maps(weights, *, token_wavelength, flux=None, wavelength=None
     weights = np.asarray(weights, dtype=float)
     token_wavelength = np.asarray(token_wavelength, dtype=float)
     if weights.ndim != 2 or weights.shape[1] != token_wavelength.shape[0]:
-        raise ValueError(f"weights must be (heads, {token_wavelength.shape[0]}), got "
+        raise InputError(f"weights must be (heads, {token_wavelength.shape[0]}), got "
                          f"{weights.shape}")
     keep = np.isfinite(token_wavelength)
     n_heads = weights.shape[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
+from ..exceptions import InputError
 from ..inputs import grid
 
 __all__ = ["read_training_log", "plot_training_curves", "plot_cross_modal_retrievals"]
@@ -52,7 +53,7 @@ def read_training_log(run):
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
-        raise ValueError(f"{path} holds no logged rows yet")
+        raise InputError(f"{path} holds no logged rows yet")
     out = {}
     for name in rows[0]:
         if name in ("step", "epoch"):
@@ -194,13 +195,13 @@ def plot_cross_modal_retrievals(images, spectra, image_embeddings, spectrum_embe
     zs = np.asarray(spectrum_embeddings, dtype=np.float64)
     n = len(images)
     if not (len(spectra) == len(zi) == len(zs) == n):
-        raise ValueError(f"images ({len(images)}), spectra ({len(spectra)}) and both embeddings "
+        raise InputError(f"images ({len(images)}), spectra ({len(spectra)}) and both embeddings "
                          f"({len(zi)}, {len(zs)}) must be row-aligned with the same length")
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W) g, r, z cutouts, got {images.shape}")
+        raise InputError(f"images must be (N, 3, H, W) g, r, z cutouts, got {images.shape}")
     if wavelength is None:
         if spectra.shape[1] != grid.N_PIXELS:
-            raise ValueError(f"spectra have {spectra.shape[1]} pixels, not the DESI grid's "
+            raise InputError(f"spectra have {spectra.shape[1]} pixels, not the DESI grid's "
                              f"{grid.N_PIXELS}; pass their wavelength")
         wavelength = grid.WAVELENGTH
     wavelength = np.asarray(wavelength)
@@ -209,7 +210,7 @@ def plot_cross_modal_retrievals(images, spectra, image_embeddings, spectrum_embe
         queries = np.linspace(0, n - 1, min(n_queries, n)).round().astype(int)
     queries = [int(q) for q in queries]
     if any(not 0 <= q < n for q in queries):
-        raise ValueError(f"query rows {queries} must lie in [0, {n})")
+        raise InputError(f"query rows {queries} must lie in [0, {n})")
 
     zi = zi / np.maximum(np.linalg.norm(zi, axis=1, keepdims=True), 1e-3)
     zs = zs / np.maximum(np.linalg.norm(zs, axis=1, keepdims=True), 1e-3)

@@ -41,6 +41,7 @@ import os
 
 import numpy as np
 
+from ..exceptions import InputError
 from .photometry import DECAM_FILTERS, SDSS_FILTERS, template_photometry_table
 from .templates import kcorrect_data_dir, load_templates
 
@@ -264,7 +265,7 @@ class PopulationModel:
         _, _, v_hi = _interp_tables(np.maximum(hi, lo))
         p = self.weight * np.maximum(v_hi - v_lo, 0.0)
         if not np.any(p > 0):
-            raise ValueError(
+            raise InputError(
                 f"no galaxy of the population can satisfy {rmin} < r < {rmax} at "
                 f"{zmin} < z < {zmax}; widen the magnitude or redshift limits")
         cdf = np.cumsum(p)
@@ -478,7 +479,7 @@ def draw_population(rngs, *, zmin=0.0, zmax=0.6, rmin=-np.inf, rmax=19.5, contin
         parent[done], z[done], coeffs[done] = p[ok], zz[ok], c[ok]
         pending = pending[~ok]
     if pending.size:  # pragma: no cover - needs absurdly narrow limits
-        raise ValueError("could not draw galaxies within the limits after "
+        raise InputError("could not draw galaxies within the limits after "
                          f"{_MAX_ATTEMPTS} attempts; widen the magnitude or redshift limits")
 
     # second block of draws: everything else, fixed layout per galaxy

@@ -16,7 +16,7 @@ pairs of g, r, z cutouts and DESI spectra, through Lightning:
   split;
 - tqdm progress bar, CSV (and TensorBoard when installed) logs in
   ``out/logs``, atomic checkpoints ``out/last.ckpt`` and exact resume (see
-  `astroclip.training.common`);
+  `astroclip.training.trainer`);
 - at the end, the whole aligned model in our safetensors + JSON format in
   ``out`` (`astroclip.load_model` or `astroclip.models.factory.create_model` read it back).
 """
@@ -27,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-from .._config import conf
 from ..evaluation.metrics import retrieval_scores
 from ..models.clip import AstroCLIP, clip_loss
 from ..models import factory
 from ..models.image import ImageEncoder
 from ..models.spectrum import SpectrumEmbedder, SpectrumEncoder
 from ..data.augment import alignment_augment
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, fit_resumable,
-                     resolve_accelerator, save_run, StepDataModule, train_val_sets,
-                     adamw_warmup_cosine, world_size)
-from .common import check_resume_run
+from .schedule import adamw_warmup_cosine
+from .sampling import StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .options import RunOptions, split_batch
+from .trainer import pl, fit_resumable
 from ..exceptions import InputError
 
 __all__ = ["AlignmentModule", "PairedDataModule", "collate_pairs", "resolve_image_encoder",
@@ -465,13 +465,10 @@ def build_clip_model(*, preset="small", image_model=None, spectrum_model=None, e
 
 
 def align(data, *, out, preset="small", spectrum_model=None, image_model=None, image_preset=None,
-          val_data=None, batch_size=512, accumulate=1, max_steps=None, epochs=None, lr=1e-4,
+          val_data=None, batch_size=512, max_steps=None, epochs=None, lr=1e-4,
           weight_decay=0.05, betas=(0.9, 0.999), warmup_steps=None, min_lr_ratio=0.0,
           logit_scale=None, freeze=None, pooling=None, gather_negatives=False, augment=True,
-          gradient_clip_val=1.0, val_every=None, checkpoint_every=None, limit_val_batches=None,
-          seed=0, num_workers=0, device=None, accelerator="auto", devices="auto", num_nodes=1,
-          strategy="auto", precision=None, progress=None, resume=True, overwrite=False,
-          deterministic=False, callbacks=()):
+          **options):
     """Align an image encoder and a spectrum encoder with the CLIP loss.
 
     Parameters
@@ -514,8 +511,6 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         ``batch_size / (devices * accumulate)`` pairs; the loss of a micro-batch
         uses its own pairs as negatives (and those of every device with
         ``gather_negatives``).
-    accumulate : int, optional
-        Gradient-accumulation micro-batches per step, when memory is short.
     max_steps, epochs : int, optional
         Length of the run in optimizer steps, or in passes over the training
         set (default: the paper's 15,000 steps).
@@ -536,33 +531,13 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         With several devices, use the pairs of all devices as negatives.
     augment : bool, optional
         Random flips and rotations of the images.
-    gradient_clip_val : float, optional
-        Gradient-norm clipping.
-    val_every : int, optional
-        Optimizer steps between validations (default: one epoch).
-    checkpoint_every : int, optional
-        Optimizer steps between checkpoints (default: one epoch, at most 1000).
-    limit_val_batches : int, optional
-        Cap on validation batches.
-    seed : int, optional
-        Seed of the initialisation, data order and augmentations.
-    num_workers : int, optional
-        Data-loader worker processes.
-    device : str, optional
-        Shortcut for one device (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-    accelerator, devices, num_nodes, strategy, precision : optional
-        Lightning settings (``devices=4, strategy="ddp"`` for 4 GPUs; precision:
-        bf16 mixed on GPUs, fp32 on CPUs by default).
-    progress : bool, optional
-        Progress bar (default: ``astroclip.conf.progress``).
-    resume : bool, optional
-        Continue from ``out/last.ckpt`` when it exists.
-    overwrite : bool, optional
-        Start over in a folder that already holds a run.
-    deterministic : bool, optional
-        Deterministic algorithms (slower on GPUs).
-    callbacks : sequence, optional
-        Extra Lightning callbacks.
+    **options
+        The options every stage shares (`~astroclip.training.options.RunOptions`):
+        ``accumulate`` (micro-batches per step, when memory is short),
+        ``checkpoint_every`` (default: one epoch, at most 1000 steps),
+        ``val_every`` (default: one epoch), ``seed``, ``workers``, ``device``,
+        ``accelerator``, ``devices``, ``strategy``, ``precision``, ``progress``,
+        ``resume``, ``overwrite``, ``deterministic``, ``callbacks``...
 
     Returns
     -------
@@ -585,10 +560,10 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
     ...               image_model="moco/", max_steps=15000)  # doctest: +SKIP
     """
     out = Path(out)
-    if accumulate < 1:
-        raise InputError(f"accumulate must be >= 1, got {accumulate}")
-    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
-    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
+    opts = RunOptions.from_options(**options)
+    accumulate = opts.accumulate
+    ckpt = check_run_folder(out, resume=opts.resume, overwrite=opts.overwrite)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=opts.seed)
 
     train_set, val_set = train_val_sets(data, val_data)
     n_train = len(train_set)
@@ -596,7 +571,7 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         raise InputError(f"the training set has {n_train} pair(s); contrastive training needs at "
                          "least 2 (each pair's negatives are the other pairs of its batch)")
 
-    pl.seed_everything(seed, verbose=False)
+    pl.seed_everything(opts.seed, verbose=False)
     model, pretrained = build_clip_model(preset=preset, image_model=image_model,
                                          spectrum_model=spectrum_model, pooling=pooling,
                                          logit_scale=logit_scale, freeze=freeze,
@@ -607,21 +582,11 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                           f"(freeze={model.freeze}); pass a pretrained {side}_model or "
                           "freeze='none' unless this is intended")
 
-    accelerator, devices = resolve_accelerator(device, accelerator, devices)
-    progress = conf.progress if progress is None else progress
-    world = world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                       strategy=strategy)
-    per = batch_size / (world * accumulate)
-    if per != int(per) or per < 1:
-        raise InputError(f"batch_size={batch_size} does not split into {world} device(s) x "
-                         f"{accumulate} micro-batch(es); choose a multiple of {world * accumulate}")
-    micro = int(per)
+    world = opts.world_size()
+    micro = split_batch(batch_size, world, accumulate, what="pairs", n_train=n_train)
     if micro * (world if gather_negatives else 1) < 2:
         raise InputError(f"each contrastive micro-batch would hold {micro} pair(s); increase "
                          "batch_size or lower accumulate (at least 2 pairs per loss)")
-    if micro > n_train:
-        raise InputError(f"the micro-batch ({micro} pairs) is larger than the training set "
-                         f"({n_train} pairs); lower batch_size")
     steps_per_epoch = max(1, n_train // (micro * world * accumulate))
     if max_steps is None:
         max_steps = 15000 if epochs is None else int(epochs) * steps_per_epoch
@@ -629,20 +594,14 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
         raise InputError("give max_steps or epochs, not both")
     if max_steps < 1:
         raise InputError(f"max_steps must be >= 1, got {max_steps}")
-    val_every = steps_per_epoch if val_every is None else int(val_every)
-    checkpoint_every = (min(1000, steps_per_epoch) if checkpoint_every is None
-                        else int(checkpoint_every))
+    val_every = steps_per_epoch if opts.val_every is None else int(opts.val_every)
+    checkpoint_every = (min(1000, steps_per_epoch) if opts.checkpoint_every is None
+                        else int(opts.checkpoint_every))
     if warmup_steps is None:
         warmup_steps = min(1000, max(1, max_steps // 10))
-    trainer = build_trainer(
-        out_dir=out, max_steps=max_steps, accelerator=accelerator, devices=devices,
-        num_nodes=num_nodes, strategy=strategy, precision=precision,
-        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate,
-        checkpoint_every=checkpoint_every,
-        val_every=val_every * accumulate if val_set is not None else None,
-        limit_val_batches=limit_val_batches, progress=progress, seed=seed,
-        deterministic=deterministic, log_every_n_steps=max(1, min(50, max_steps // 20)),
-        callbacks=callbacks)
+    trainer = opts.trainer(out, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                           val_every=val_every if val_set is not None else None,
+                           log_every_n_steps=max(1, min(50, max_steps // 20)))
     if int(trainer.world_size) != world:  # pragma: no cover - guards world_size
         raise RuntimeError(f"world size {trainer.world_size} differs from the expected {world}")
 
@@ -651,10 +610,10 @@ def align(data, *, out, preset="small", spectrum_model=None, image_model=None, i
                              min_lr_ratio=min_lr_ratio, gather_negatives=gather_negatives,
                              augment=augment, val_loss_batch=micro * world)
     check_resume_config(ckpt, "model_config", model.config)
-    datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=seed,
-                                  num_workers=num_workers)
+    datamodule = PairedDataModule(train_set, val_set, batch_size=micro, seed=opts.seed,
+                                  workers=opts.workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
     return save_run(trainer, module.model, out, stage="align", data=data, preset=preset,
                     batch_size=batch_size, accumulate=accumulate, world_size=world, lr=lr,
-                    seed=seed, pretrained=pretrained)
+                    seed=opts.seed, pretrained=pretrained)

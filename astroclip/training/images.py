@@ -31,15 +31,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .._config import conf
 from ..data.augment import pretraining_augment
 from ..evaluation.metrics import retrieval_accuracy
 from ..models.image import ImageEncoder
 from ..models import factory
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
-                     fit_resumable, resolve_accelerator, save_run, step_generator,
-                     StepDataModule, train_val_sets, warmup_cosine_scheduler, world_size)
-from .common import check_resume_run
+from .schedule import warmup_cosine_scheduler
+from .sampling import step_generator, StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .options import RunOptions, split_batch
+from .trainer import pl, default_periods, fit_resumable
 from ..exceptions import InputError
 
 __all__ = ["MoCoPretraining", "ImagesDataModule", "collate_images", "moco_loss",
@@ -256,12 +256,7 @@ class ImagesDataModule(StepDataModule):
 def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_steps=1000,
                     batch_size=256, queue_size=65536, momentum=0.999, temperature=0.2,
                     bn_splits=2, optimizer="sgd", lr=None, weight_decay=1e-4,
-                    warmup_steps=None, min_lr_ratio=0.0, accumulate_grad_batches=1,
-                    gradient_clip_val=1.0, checkpoint_every=None, val_every=None,
-                    limit_val_batches=None, seed=0, num_workers=0, device=None,
-                    accelerator="auto", devices="auto", num_nodes=1, strategy="auto",
-                    precision=None, progress=None, resume=True, overwrite=False,
-                    augment_options=None, callbacks=()):
+                    warmup_steps=None, min_lr_ratio=0.0, augment_options=None, **options):
     """Pretrain an image encoder with MoCo v2 on galaxy cutouts.
 
     Parameters
@@ -283,38 +278,31 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
     max_steps : int, optional
         Optimizer steps.
     batch_size : int, optional
-        Images per micro-batch and device (MoCo v2: 256).
+        Images per optimizer step, all devices and accumulation micro-batches
+        together (MoCo v2: 256).
     queue_size, momentum, temperature : optional
         MoCo v2: 65,536 negatives, 0.999, 0.2.  The queue may not be smaller
         than one global batch.
     bn_splits : int, optional
         Shuffled-BatchNorm groups of the key pass.
-    optimizer, lr, weight_decay : optional
-        ``"sgd"`` (MoCo v2; default lr ``0.03 * batch / 256``) or ``"adamw"``
-        (default lr 1e-3).
+    optimizer : {"sgd", "adamw"}, optional
+        SGD with momentum (MoCo v2) or AdamW.
+    lr : float, optional
+        Learning rate (default: ``0.03 * batch_size / 256`` for SGD, 1e-3 for AdamW).
+    weight_decay : float, optional
+        Weight decay (MoCo v2: 1e-4).
     warmup_steps : int, optional
         Linear warm-up (default: 5 % of the run).
-    min_lr_ratio, accumulate_grad_batches, gradient_clip_val : optional
-        Schedule floor, gradient accumulation, clipping.
-    checkpoint_every, val_every : int, optional
-        Steps between checkpoints / validations (default: a tenth of the run,
-        at most 1000).
-    limit_val_batches : int, optional
-        Cap on validation batches.
-    seed : int, optional
-        Seed of initialisation, data order and augmentations.
-    num_workers : int, optional
-        Data-loader processes.
-    device, accelerator, devices, num_nodes, strategy, precision : optional
-        As in `astroclip.training.align.align`.
-    progress : bool, optional
-        Progress bar (default: ``astroclip.conf.progress``).
-    resume, overwrite : bool, optional
-        Continue from ``out/last.ckpt``; start over.
+    min_lr_ratio : float, optional
+        Final learning rate of the cosine, as a fraction of ``lr``.
     augment_options : dict, optional
         Options of the augmentations (`astroclip.data.augment.pretraining_augment`).
-    callbacks : sequence, optional
-        Extra Lightning callbacks.
+    **options
+        The options every stage shares (`~astroclip.training.options.RunOptions`):
+        ``accumulate``, ``checkpoint_every``, ``val_every`` (default: a tenth of
+        the run, at most 1000 steps), ``seed``, ``workers``, ``device``,
+        ``accelerator``, ``devices``, ``strategy``, ``precision``, ``progress``,
+        ``resume``, ``overwrite``, ``callbacks``...
 
     Returns
     -------
@@ -334,50 +322,40 @@ def pretrain_images(data, *, preset, out, model_config=None, val_data=None, max_
         ImageEncoder(**config)  # validates the configuration cheaply
     if max_steps < 1:
         raise InputError(f"max_steps must be >= 1, got {max_steps}")
-    if batch_size < 2:
-        raise InputError(f"batch_size={batch_size}: MoCo needs at least 2 images per batch")
+    opts = RunOptions.from_options(**options)
 
-    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
+    ckpt = check_run_folder(out, resume=opts.resume, overwrite=opts.overwrite)
     check_resume_config(ckpt, "encoder_config", config, what="encoder configuration")
 
     train_set, val_set = train_val_sets(data, val_data)
     if len(train_set) < 2:
         raise InputError(f"the training set has {len(train_set)} image(s); MoCo needs at least 2")
-    if batch_size > len(train_set):
-        raise InputError(f"batch_size={batch_size} is larger than the training set "
-                         f"({len(train_set)} images); lower batch_size")
-
-    accelerator, devices = resolve_accelerator(device, accelerator, devices)
-    world = world_size(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                       strategy=strategy)
-    if queue_size < batch_size * world:
-        raise InputError(f"queue_size={queue_size} is smaller than one global batch "
-                         f"({batch_size * world}); enlarge the queue")
+    world = opts.world_size()
+    micro = split_batch(batch_size, world, opts.accumulate, what="images",
+                        n_train=len(train_set), minimum=2)
+    if queue_size < micro * world:
+        raise InputError(f"queue_size={queue_size} is smaller than the keys of one step "
+                         f"({micro * world}); enlarge the queue")
     if lr is None:
-        lr = 0.03 * batch_size * world / 256 if optimizer == "sgd" else 1e-3
-    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
-    checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
+        lr = 0.03 * batch_size / 256 if optimizer == "sgd" else 1e-3
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=opts.seed)
+    checkpoint_every, val_every = default_periods(max_steps, opts.checkpoint_every,
+                                                  opts.val_every)
     if warmup_steps is None:
         warmup_steps = max(1, max_steps // 20)
-    progress = conf.progress if progress is None else progress
-    trainer = build_trainer(
-        out_dir=out, max_steps=max_steps, accelerator=accelerator, devices=devices,
-        num_nodes=num_nodes, strategy=strategy, precision=precision,
-        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
-        checkpoint_every=checkpoint_every,
-        val_every=val_every * accumulate_grad_batches if val_set is not None else None,
-        limit_val_batches=limit_val_batches, progress=progress, seed=seed,
-        log_every_n_steps=max(1, min(50, max_steps // 20)), callbacks=callbacks)
-    pl.seed_everything(seed, verbose=False)
+    trainer = opts.trainer(out, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                           val_every=val_every if val_set is not None else None,
+                           log_every_n_steps=max(1, min(50, max_steps // 20)))
+    pl.seed_everything(opts.seed, verbose=False)
     module = MoCoPretraining(config, queue_size=queue_size, momentum=momentum,
                              temperature=temperature, bn_splits=bn_splits, optimizer=optimizer,
                              lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                             max_steps=max_steps, min_lr_ratio=min_lr_ratio, seed=seed,
+                             max_steps=max_steps, min_lr_ratio=min_lr_ratio, seed=opts.seed,
                              augment_options=augment_options)
-    datamodule = ImagesDataModule(train_set, val_set, batch_size=batch_size, seed=seed,
-                                  num_workers=num_workers)
+    datamodule = ImagesDataModule(train_set, val_set, batch_size=micro, seed=opts.seed,
+                                  workers=opts.workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
     return save_run(trainer, module.encoder_q, out, stage="pretrain-images", data=data,
                     method="MoCo v2", preset=preset, batch_size=batch_size, world_size=world,
-                    queue_size=queue_size, lr=lr, seed=seed)
+                    queue_size=queue_size, lr=lr, seed=opts.seed)

@@ -7,7 +7,7 @@ error on the zeroed data entries only (`astroclip.models.spectrum.masked_mse`).
 Optimisation: AdamW with linear warm-up then cosine decay, gradient clipping,
 through Lightning (CPU, one or several GPUs with DDP, bf16 mixed precision on
 GPUs), with a validation loss, atomic checkpoints and exact resume (see
-`astroclip.training.common`).  The final weights are written in our
+`astroclip.training.trainer`).  The final weights are written in our
 safetensors + JSON format.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._config import conf
 from ..models import factory
 from ..models.spectrum import SpectrumEncoder, masked_mse
-from .common import (pl, build_trainer, check_resume_config, check_run_folder, default_periods,
-                     fit_resumable, resolve_accelerator, resolve_dataset, save_run,
-                     step_generator, StepDataModule, train_val_sets, adamw_warmup_cosine)
-from .common import check_resume_run
+from .schedule import adamw_warmup_cosine
+from .sampling import resolve_dataset, step_generator, StepDataModule, train_val_sets
+from .runs import check_resume_config, check_resume_run, check_run_folder, save_run
+from .options import RunOptions, split_batch
+from .trainer import pl, default_periods, fit_resumable
 from ..exceptions import InputError
 
 __all__ = ["SpectrumPretraining", "SpectraDataModule", "FluxDataset", "collate_spectra",
@@ -135,11 +135,7 @@ class SpectrumPretraining(pl.LightningModule):
 def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=None,
                      max_steps=1000, batch_size=32, lr=3e-4, weight_decay=0.1,
                      betas=(0.9, 0.95), warmup_steps=None, min_lr_ratio=0.0,
-                     mask_run_length=None, mask_placement=None, accumulate_grad_batches=1,
-                     gradient_clip_val=1.0, checkpoint_every=None, val_every=None,
-                     limit_val_batches=None, seed=0, num_workers=0, device=None,
-                     accelerator="auto", devices="auto", num_nodes=1, strategy="auto",
-                     precision=None, progress=None, resume=True, overwrite=False, callbacks=()):
+                     mask_run_length=None, mask_placement=None, **options):
     """Pretrain a spectrum transformer by masked-segment filling.
 
     Parameters
@@ -162,40 +158,25 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
     max_steps : int, optional
         Optimizer steps.
     batch_size : int, optional
-        Spectra per micro-batch and per device.
+        Spectra per optimizer step, all devices and accumulation micro-batches
+        together.
     lr, weight_decay, betas : optional
         AdamW settings (the released run: 1e-5, 0.1, (0.9, 0.95)).
     warmup_steps : int, optional
         Linear warm-up steps (default: 5 % of ``max_steps``, at most 2000).
     min_lr_ratio : float, optional
         Final learning rate of the cosine, as a fraction of ``lr``.
-    mask_run_length, mask_placement : optional
-        Override the preset's masking (e.g. 50 and ``"per_section"``).
-    accumulate_grad_batches, gradient_clip_val : optional
-        Gradient accumulation and norm clipping (1.0).
-    checkpoint_every, val_every : int, optional
-        Steps between checkpoints and validations (default: a tenth of the
-        run, at most 1000).
-    limit_val_batches : int, optional
-        Cap on validation batches.
-    seed : int, optional
-        Seed of the data order, masks and initialisation.
-    num_workers : int, optional
-        Data-loader processes.
-    device : str, optional
-        Shortcut for one device (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
-        overrides ``accelerator``/``devices``.
-    accelerator, devices, num_nodes, strategy, precision : optional
-        Lightning settings (``devices=4, strategy="ddp"`` for 4 GPUs;
-        precision defaults to bf16 mixed on GPUs, fp32 on CPUs).
-    progress : bool, optional
-        Progress bar (default: ``astroclip.conf.progress``).
-    resume : bool, optional
-        Continue from ``out/last.ckpt`` when it exists.
-    overwrite : bool, optional
-        Start over in a folder that already holds a run.
-    callbacks : sequence of `lightning.pytorch.Callback`, optional
-        Extra Lightning callbacks (monitoring, early stopping...).
+    mask_run_length : int, optional
+        Tokens per masked run, overriding the preset's (paper 30, released 50).
+    mask_placement : {"anywhere", "per_section"}, optional
+        Masked runs anywhere (the paper) or one per sixth of the spectrum (the
+        released model), overriding the preset's.
+    **options
+        The options every stage shares (`~astroclip.training.options.RunOptions`):
+        ``accumulate``, ``checkpoint_every``, ``val_every`` (default: a tenth of
+        the run, at most 1000 steps), ``seed``, ``workers``, ``device``,
+        ``accelerator``, ``devices``, ``strategy``, ``precision``, ``progress``,
+        ``resume``, ``overwrite``, ``callbacks``...
 
     Returns
     -------
@@ -219,32 +200,29 @@ def pretrain_spectra(data, *, out, preset="small", model_config=None, val_data=N
         SpectrumEncoder(**config)  # validates the configuration cheaply
     if max_steps < 1:
         raise InputError(f"max_steps must be >= 1, got {max_steps}")
+    opts = RunOptions.from_options(**options)
 
-    ckpt = check_run_folder(out, resume=resume, overwrite=overwrite)
+    ckpt = check_run_folder(out, resume=opts.resume, overwrite=opts.overwrite)
     check_resume_config(ckpt, "model_config", config)
-    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=seed)
+    check_resume_run(out, ckpt, data=data, lr=lr, batch_size=batch_size, seed=opts.seed)
 
     train_set, val_set = train_val_sets(data, val_data, resolve=_as_dataset)
-    checkpoint_every, val_every = default_periods(max_steps, checkpoint_every, val_every)
+    micro = split_batch(batch_size, opts.world_size(), opts.accumulate, what="spectra",
+                        n_train=len(train_set))
+    checkpoint_every, val_every = default_periods(max_steps, opts.checkpoint_every,
+                                                  opts.val_every)
     if warmup_steps is None:
         warmup_steps = min(2000, max(1, max_steps // 20))
-    accelerator, devices = resolve_accelerator(device, accelerator, devices)
-    progress = conf.progress if progress is None else progress
 
-    trainer = build_trainer(
-        out_dir=out, max_steps=max_steps, accelerator=accelerator, devices=devices,
-        num_nodes=num_nodes, strategy=strategy, precision=precision,
-        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
-        checkpoint_every=checkpoint_every,
-        val_every=val_every * accumulate_grad_batches if val_set is not None else None,
-        limit_val_batches=limit_val_batches, progress=progress, seed=seed,
-        log_every_n_steps=max(1, min(50, max_steps // 10)), callbacks=callbacks)
+    trainer = opts.trainer(out, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                           val_every=val_every if val_set is not None else None,
+                           log_every_n_steps=max(1, min(50, max_steps // 10)))
     module = SpectrumPretraining(config, lr=lr, weight_decay=weight_decay, betas=tuple(betas),
                                  warmup_steps=warmup_steps, max_steps=max_steps,
-                                 min_lr_ratio=min_lr_ratio, seed=seed)
-    datamodule = SpectraDataModule(train_set, val_set, batch_size=batch_size, seed=seed,
-                                   num_workers=num_workers)
+                                 min_lr_ratio=min_lr_ratio, seed=opts.seed)
+    datamodule = SpectraDataModule(train_set, val_set, batch_size=micro, seed=opts.seed,
+                                   workers=opts.workers)
     fit_resumable(trainer, module, datamodule, ckpt)
 
     return save_run(trainer, module.model, out, stage="pretrain-spectra", data=data,
-                    preset=preset, batch_size=batch_size, lr=lr, seed=seed)
+                    preset=preset, batch_size=batch_size, lr=lr, seed=opts.seed)

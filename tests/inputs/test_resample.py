@@ -110,8 +110,8 @@ def test_threads_give_the_same_result_and_the_operator_is_cached(rng):
     wave = np.arange(3500.0, 10000.0, 0.5) + 0.123
     flux = smooth_flux(wave) + rng.normal(0, 0.3, (300, wave.size))
     ivar = rng.uniform(0.5, 4.0, flux.shape)
-    one = resample_flux_conserving(wave, flux, ivar, n_jobs=1)
-    two = resample_flux_conserving(wave, flux, ivar, n_jobs=3)
+    one = resample_flux_conserving(wave, flux, ivar, workers=1)
+    two = resample_flux_conserving(wave, flux, ivar, workers=3)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
     edges = edges_from_centres(wave)

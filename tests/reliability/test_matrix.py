@@ -336,7 +336,7 @@ def test_a_damaged_manifest_is_named(ctx, monkeypatch):
 
 
 def test_a_damaged_run_record_is_named(ctx):
-    from astroclip.training.common import check_resume_run
+    from astroclip.training.runs import check_resume_run
     (ctx.tmp / "run").mkdir()
     (ctx.tmp / "run" / "run.json").write_text("[")
     (ctx.tmp / "run" / "last.ckpt").write_bytes(b"")
@@ -347,7 +347,7 @@ def test_a_damaged_run_record_is_named(ctx):
 
 def test_a_finished_run_is_not_clobbered(ctx):
     from astroclip.models.weights import save_model
-    from astroclip.training.common import check_run_folder
+    from astroclip.training.runs import check_run_folder
 
     from ..test_api import tiny_model
     save_model(tiny_model(), ctx.tmp / "run")

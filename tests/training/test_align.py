@@ -74,7 +74,7 @@ def read_log(run):
     return train, val
 
 
-COMMON = dict(progress=False, accelerator="cpu", num_workers=0)
+COMMON = dict(progress=False, accelerator="cpu", workers=0)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from astroclip.inputs import grid
 from astroclip.models.spectrum import SpectrumEncoder
 from astroclip.models.factory import create_model as load_model
 from astroclip.models.weights import read_model_config
-from astroclip.training.common import (StepBatchSampler, find_resume_checkpoint, step_seed,
-                                       warmup_cosine_lambda)
+from astroclip.training.runs import find_resume_checkpoint
+from astroclip.training.sampling import StepBatchSampler, step_seed
+from astroclip.training.schedule import warmup_cosine_lambda
 from astroclip.training.spectra import FluxDataset, pretrain_spectra
 
 TINY = dict(embed_dim=32, num_layers=1, num_heads=2)
@@ -125,7 +126,7 @@ def test_resume_equals_uninterrupted(tmp_path, rng):
     cfg = dict(TINY, dropout=0.1)   # dropout and masks must replay exactly too
     kw = dict(model_config=cfg, max_steps=7, batch_size=4, lr=1e-3, warmup_steps=2,
               checkpoint_every=2, val_every=None, progress=False, seed=3,
-              accumulate_grad_batches=1)
+              accumulate=1)
     full = pretrain_spectra(data, out=tmp_path / "full", **kw)
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain_spectra(data, out=tmp_path / "cut", callbacks=[_Crash(5)], **kw)

@@ -1,4 +1,4 @@
-"""Figures of the mock survey."""
+"""Figures of the mock survey (astroclip.plotting.survey)."""
 
 import numpy as np
 

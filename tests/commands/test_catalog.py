@@ -8,7 +8,7 @@ from astroclip.cli import main
 from astroclip.inputs import grid
 from astroclip.models.weights import save_model
 
-from .test_api import fake_images, tiny_model
+from ..test_api import fake_images, tiny_model
 
 
 @pytest.fixture(scope="module")
