@@ -4,7 +4,7 @@ Every function takes a batch ``(B, C, H, W)`` of images in nanomaggies (bands g,
 r, z in ``astroclip.inputs.grid.BANDS`` order), draws its random numbers from an
 optional `torch.Generator` (on the images' device), and returns a new tensor;
 each image of the batch gets its own random draw.  The augmentations are those of
-the image pretraining of Stein et al. (2021) listed in ``method.md`` section 1:
+the image pretraining of Stein et al. (2021) that the AstroCLIP paper adopts (section 3.2):
 flips, 90-degree and arbitrary rotations, PSF blur and added noise drawn from
 the survey-fitted lognormal distributions (``grid.PSF_SIGMA_LOGNORMAL``,
 ``grid.NOISE_SIGMA_LOGNORMAL``), galactic-extinction reddening, size scaling,

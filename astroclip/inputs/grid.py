@@ -3,7 +3,7 @@
 This module is the one place where the DESI wavelength grid, the spectral flux
 unit, the image bands, pixel scale and cutout sizes, the Legacy Survey colour
 mapping constants and the survey-fitted augmentation distributions are declared
-(``../shared/reference/method.md`` section 1).  Every other module imports them
+(the AstroCLIP paper, section 3.3).  Every other module imports them
 from here.
 """
 

@@ -7,7 +7,7 @@ embeddings with `AstroCLIP.encode_image` (g, r, z cutouts in nanomaggies) and
 `AstroCLIP.encode_spectrum` (flux on the DESI grid).
 
 `clip_loss` is the paper's equation 1 made symmetric
-(``../shared/reference/method.md`` section 4): embeddings are L2-normalised
+(the AstroCLIP paper, section 3.1): embeddings are L2-normalised
 (eps 1e-3), ``logits = s * z_img @ z_spec.T`` with a fixed logit scale ``s``
 (15.5 as released, tau ~ 0.065), and the cross-entropy of matching each image
 to its spectrum and each spectrum to its image is averaged.  With

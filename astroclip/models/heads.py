@@ -1,7 +1,7 @@
 """Heads on top of the backbones: the cross-attention pooling head and a small MLP.
 
 `CrossAttentionHead` is the pooling block of the aligned model
-(``../shared/reference/method.md`` sections 2 and 6): a learned query
+(the AstroCLIP paper, section 3.2, and the released code): a learned query
 (1 x 1 x d) attends over the backbone's output tokens (keys and values of
 width ``input_dim``) with `torch.nn.MultiheadAttention`, followed by dropout,
 LayerNorm(d) and an MLP d -> 4d -> d with GELU (optionally residual).  Its

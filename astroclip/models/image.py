@@ -2,7 +2,7 @@
 
 Both backbones are written with plain torch (torchvision is not a dependency) and
 their parameter names match the public layouts exactly
-(``../shared/reference/method.md`` sections 3 and 6):
+(the AstroCLIP paper, section 3.2, and the released code, PolymathicAI/AstroCLIP):
 
 * `ResNet` / `resnet50`: torchvision's names (``conv1``, ``bn1``, ``layer1`` ...
   ``layer4`` made of Bottleneck blocks with ``conv1/bn1/conv2/bn2/conv3/bn3`` and

@@ -10,10 +10,11 @@ through it.
 __all__ = ["SPECTRUM_PRESETS", "IMAGE_PRESETS", "CLIP_PRESETS", "get_preset"]
 
 # ---------------------------------------------------------------- spectrum encoder
-# SpectrumEncoder keyword arguments (method.md section 2).  "paper" and
-# "released" share the architecture (43.2 M parameters); they differ in the
-# pretraining masks (paper: 6 runs of 30 tokens anywhere; released: 6 runs of
-# 50 tokens, one per sixth of the sequence).  "small" trains on a CPU in minutes.
+# SpectrumEncoder keyword arguments (the AstroCLIP paper, section 3.2; the released
+# SpecFormer).  "paper" and "released" share the architecture (43.2 M parameters);
+# they differ in the pretraining masks (paper: 6 runs of 30 tokens anywhere;
+# released: 6 runs of 50 tokens, one per sixth of the sequence).  "small" trains
+# on a CPU in minutes.
 SPECTRUM_PRESETS = {
     "paper": dict(embed_dim=768, num_layers=6, num_heads=6, window=20, stride=10,
                   max_len=800, mlp_ratio=4.0, dropout=0.0, mask_runs=6,
@@ -33,7 +34,7 @@ SPECTRUM_PRESETS = {
 }
 
 # ---------------------------------------------------------------- image encoders
-# ImageEncoder keyword arguments (method.md section 3).  "paper": the MoCo v2
+# ImageEncoder keyword arguments (the AstroCLIP paper, section 3.2).  "paper": the MoCo v2
 # ResNet-50 of Stein et al. (2021) on 96 x 96 g, r, z fluxes, its projection MLP
 # 2048 -> 2048 -> 128 being the dense layers trained in the alignment (28 M
 # parameters, 4.5 M in the head).  "released": the AstroDINO ViT-L/12 on 144 x 144
@@ -61,7 +62,7 @@ IMAGE_PRESETS = {
 }
 
 # ---------------------------------------------------------------- aligned model
-# AstroCLIP keyword arguments (method.md section 4): image preset, spectrum
+# AstroCLIP keyword arguments (the AstroCLIP paper, section 3.1): image preset, spectrum
 # backbone preset + pooling head (4 heads, learned query, residual MLP), the
 # fixed logit scale and the freezing policy.  "paper": d = 128 (the pooling head
 # has ~362 k parameters); "released": d = 1024.

@@ -1,7 +1,8 @@
 """The spectrum transformer ("SpecFormer") and its masked-prediction head.
 
-Architecture (``../shared/reference/method.md`` section 2), all inside the
-module so that its input is the raw flux on the DESI grid, shape (B, 7781):
+Architecture (the AstroCLIP paper, section 3.2, and the released SpecFormer of
+PolymathicAI/AstroCLIP), all inside the module so that its input is the raw flux
+on the DESI grid, shape (B, 7781):
 
 1. per-spectrum standardisation ``x = (flux - mu) / sigma`` with
    ``mu = mean(flux)`` and ``sigma = max(std(flux), 0.2)`` (``std`` with
@@ -228,7 +229,7 @@ class SpectrumEncoder(nn.Module):
 
     # ----------------------------------------------------------- set-up
     def reset_parameters(self):
-        """Initialise as method.md section 2 (truncated normals, zero biases)."""
+        """Initialise as the released SpecFormer (truncated normals, zero biases)."""
         std = self.embed_dim ** -0.5
         for weight in (self.data_embed.weight, self.position_embed.weight):
             nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std)

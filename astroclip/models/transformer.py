@@ -1,7 +1,7 @@
 """The shared pre-LayerNorm transformer block.
 
 One block is ``x = x + attention(layernorm1(x)); x = x + mlp(layernorm2(x))``
-(GPT-2 style, ``../shared/reference/method.md`` section 2).  The sub-module
+(GPT-2 style, as in the released SpecFormer).  The sub-module
 names match the released SpecFormer checkpoint so that its state dict loads
 without renaming:
 

@@ -1,7 +1,7 @@
 """Self-supervised pretraining of the image encoder with MoCo v2.
 
 The paper's image embedder (Stein et al. 2021) was trained this way
-(``../shared/reference/method.md`` section 3): two random augmentations of each
+(the image pretraining of the AstroCLIP paper, section 3.2): two random augmentations of each
 galaxy (`astroclip.data.augment.pretraining_augment`: reddening, flips,
 rotations, size scaling, PSF blur, noise, jitter and crop) go through a query
 encoder and a momentum (key) encoder (exponential moving average of the query
