@@ -5,7 +5,8 @@ HELP = "embed spectra and/or images of a catalogue into an HDF5/FITS/Parquet fil
 
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+",
-                        help="paired HDF5 training-set file(s) or DESI coadd FITS files")
+                        help="paired HDF5 training-set file(s), DESI coadd FITS files, or a "
+                             "directory or quoted glob of DESI coadd files")
     parser.add_argument("--out", required=True, help="output file (.h5, .fits or .parquet)")
     parser.add_argument("--modality", choices=("both", "spectrum", "image"), default=None,
                         help="default: both for HDF5 inputs, spectrum for DESI files")
@@ -13,6 +14,10 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--restart", action="store_true",
                         help="ignore the chunks of an interrupted run and start afresh")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="embed only shard I (from 0) of N, a contiguous block of chunks "
+                             "(job arrays: --shard $SLURM_ARRAY_TASK_ID/N with --array=0-(N-1)); "
+                             "OUT is then a shard file: join them with astroclip merge")
     from ._common import add_runtime_options
     add_runtime_options(parser)
 
@@ -28,5 +33,5 @@ def run(args):
     out = embed_catalog(inputs, out=args.out, modality=modality, model=args.model,
                         chunk_size=args.chunk_size, device=args.device,
                         batch_size=args.batch_size, progress=not args.no_progress,
-                        overwrite=args.overwrite, resume=not args.restart)
+                        overwrite=args.overwrite, resume=not args.restart, shard=args.shard)
     print(f"wrote {out}")
