@@ -692,6 +692,13 @@ def _model_identity(net, info):
             "config_sha256": hashlib.sha256(config.encode()).hexdigest()}
 
 
+def _run_identity(net, info, chunks, modalities, chunk_size, prepare_kwargs):
+    """What made a run's chunks: model, modalities, chunking, input and input options."""
+    return {"model": _model_identity(net, info), "modalities": list(modalities),
+            "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
+            "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
+
+
 def _comparable(made_by):
     """``made_by`` without the file paths (a moved, unchanged input file is the same input)."""
     out = json.loads(json.dumps(made_by))
@@ -928,9 +935,7 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     encoders = {m: _encoder(net, m) for m in modalities}
     chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
     info = model_info(net)
-    made_by = {"model": _model_identity(net, info), "modalities": list(modalities),
-               "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
-               "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
+    made_by = _run_identity(net, info, chunks, modalities, chunk_size, prepare_kwargs)
     selected = range(len(chunks))
     shard_info = None
     if shard is not None:

@@ -213,7 +213,8 @@ def _write_hdf5(path, ids, columns, flags, info, chunk):
                                  dtype=h5py.string_dtype())
             for modality, (dim, blocks) in columns.items():
                 ds = h.create_dataset(f"{modality}{_SUFFIX}", shape=(ids.size, dim), dtype="f4",
-                                      chunks=(min(4096, max(ids.size, 1)), max(dim, 1)))
+                                      chunks=(min(4096, ids.size), dim) if ids.size and dim
+                                      else None)
                 row = 0
                 for block in blocks:
                     block = np.asarray(block, dtype=np.float32)
