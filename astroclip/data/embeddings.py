@@ -552,14 +552,14 @@ def merge_embeddings(paths, out, *, format=None, overwrite=False):
         raise MergeError(f"the shard files come from runs of different shard counts ({listed}); "
                          "merge the shards of one job array")
     for p in parts[1:]:
-        for key, label in _IDENTITY:
+        for key, label in _IDENTITY:  # (the model of an empty part file is checked too)
             if str(p.meta.get(key, "")) != str(first.meta.get(key, "")):
                 raise MergeError(
                     f"{p.path} and {first.path} were not made the same way: their {label} "
                     f"differ ({str(first.meta.get(key, ''))[:16]} vs "
                     f"{str(p.meta.get(key, ''))[:16]}); every shard must be made by the same "
                     "model, options and input: run the odd shard again")
-        if p.modalities != first.modalities:
+        if p.modalities != first.modalities and len(p.targetid) and len(first.targetid):
             raise MergeError(f"{p.path} holds {p.modalities} embeddings, {first.path} "
                              f"{first.modalities}; run the odd shard again")
     n = first.count
@@ -602,8 +602,9 @@ def merge_embeddings(paths, out, *, format=None, overwrite=False):
     order = [where[c] for c in range(n_chunks)]
     ids = np.concatenate([p.targetid[a:b] for p, (a, b) in order])
     flags = None
-    if all(p.flags is not None for p in parts):
-        flags = (np.concatenate([p.flags[0][a:b] for p, (a, b) in order]),
+    filled = [p for p in parts if len(p.targetid)]  # a rank without chunks has no columns
+    if all(p.flags is not None for p in filled):
+        flags = (np.concatenate([p.flags[0][a:b] for p, (a, b) in order]).astype(bool),
                  np.concatenate([np.asarray(p.flags[1][a:b], dtype=str) for p, (a, b) in order]))
     widths = {m: {p.widths[m] for p in parts if len(p.targetid)} for m in first.modalities}
     for m, w in widths.items():

@@ -176,3 +176,38 @@ def test_killed_shard_resumes_and_the_merge_is_unchanged(tmp_path, model_path, c
     ref = api.embed_catalog(files, out=tmp_path / "ref.h5", modality="spectrum",
                             model=model_path, progress=False)
     _same(merged, ref)
+
+
+def _hand_made_shards(folder, layout, *, rows=10, chunk_size=4):
+    """Shard files written directly: ``layout[i]`` = the chunks of shard i (may be empty)."""
+    from astroclip.data.embeddings import shard_meta, write_embeddings
+
+    n_chunks = -(-rows // chunk_size)
+    made_by = {"model": {"weights_sha256": "a" * 64, "config_sha256": "b" * 64},
+               "modalities": ["spectrum"], "chunk_size": chunk_size, "n_chunks": n_chunks,
+               "input": {"kind": "memory", "rows": rows, "sha256": "c"}, "options": {}}
+    paths = []
+    for i, chunks in enumerate(layout):
+        ids = np.concatenate([np.arange(c * chunk_size, min((c + 1) * chunk_size, rows))
+                              for c in chunks] or [np.zeros(0, np.int64)])
+        emb = np.tile(ids[:, None].astype(np.float32), (1, 3))
+        paths.append(write_embeddings(
+            folder / f"part-{i}.h5", ids, {"spectrum": emb} if len(ids) else {"spectrum": []},
+            valid=ids % 2 == 0, problem=np.where(ids % 2 == 0, "", "odd"),
+            meta={"model": "m", "weights_sha256": "a" * 64, "modality": "spectrum",
+                  **shard_meta(made_by, (i, len(layout)), input_rows=rows)},
+            chunk=ids // chunk_size))
+    return paths
+
+
+def test_merge_of_interleaved_and_empty_parts(tmp_path):
+    """Per-rank parts hold interleaved chunks (rank r: r, r + w, ...); a rank may hold none."""
+    parts = _hand_made_shards(tmp_path, [[0, 2], [1], []])
+    out = merge_embeddings(parts, tmp_path / "merged.h5")
+    ids, emb, _ = read_embeddings(out)
+    assert ids.tolist() == list(range(10))
+    assert emb["spectrum"][:, 0].tolist() == list(range(10))
+    with h5py.File(out) as f:
+        assert f["valid"][:].tolist() == [i % 2 == 0 for i in range(10)]
+    with pytest.raises(MergeError, match="duplicate rows: chunk 2"):
+        merge_embeddings(_hand_made_shards(tmp_path, [[0, 2], [1, 2], []]), tmp_path / "d.h5")
