@@ -15,8 +15,9 @@ queries, top-10 by cosine similarity.  Prints:
 - `astroclip.evaluation.knn_regression` (k = 64) on 1,000,000 training objects.
 
 With ``--ivfpq`` it measures the survey-scale option instead (issue 17):
-`SimilarityIndex` ``kind="ivfpq"`` (`faiss.IndexIVFPQ`, ``m`` = 32 codes of 8
-bits = 32 bytes per 128-d vector, ``nlist`` = 1024, trained on 65,536 vectors)
+`SimilarityIndex` ``kind="ivfpq"`` (`faiss.IndexIVFPQ`, by default ``m`` = 32
+codes of 8 bits = 32 bytes per 128-d vector (``--m``, ``--nbits``), ``nlist`` =
+1024, trained on 64 * nlist = 65,536 vectors)
 against the exact search: build time (train + add), query time and recall@10
 for several ``nprobe``, memory per vector (the index's own count of code and
 id bytes, the process' resident-memory growth, the saved file) and the same
@@ -126,7 +127,7 @@ def ivfpq(args):
     import tempfile
 
     n, d, k, nq = args.n or 1_000_000, 128, 10, args.queries
-    nlist, m, nbits = args.nlist, 32, 8
+    nlist, m, nbits = args.nlist, args.m, args.nbits
     chunk = 250_000
     draw = data_sampler(d)
     print(f"IVF-PQ at scale: {n:,} x {d}, {nq} queries, top-{k}; faiss {faiss.__version__}, "
@@ -208,6 +209,8 @@ def main():
                         help="with --ivfpq: never hold the database (10M rows)")
     parser.add_argument("--nlist", type=int, default=1024, help="with --ivfpq: clusters")
     parser.add_argument("--queries", type=int, default=1000, help="with --ivfpq: queries")
+    parser.add_argument("--m", type=int, default=32, help="with --ivfpq: sub-quantisers")
+    parser.add_argument("--nbits", type=int, default=8, help="with --ivfpq: bits per code")
     parser.add_argument("--threads", type=int, default=None, help="FAISS threads")
     args = parser.parse_args()
     if args.threads:

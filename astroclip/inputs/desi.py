@@ -148,7 +148,9 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     Parameters
     ----------
     paths : str, path-like, or list of them
-        One or many ``coadd-*.fits`` files; their spectra are stacked in order.
+        One or many ``coadd-*.fits`` files, directories or glob patterns (see
+        `desi_coadd_paths`); their spectra are stacked in order.  For a whole
+        release, stream the files with `iter_desi_coadds` instead.
     targetids : array-like of int, optional
         Keep only the fibres with these ``TARGETID`` (all fibres by default),
         in file order.
@@ -213,6 +215,7 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     paths = list(paths)
     if not paths:
         raise InputError("no DESI coadd file given (empty list of paths)")
+    paths = desi_coadd_paths(paths)  # directories and glob patterns -> files
     wanted = None if targetids is None else np.unique(np.asarray(targetids, dtype=np.int64))
     found = set()
     groups = []
