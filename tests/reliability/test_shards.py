@@ -211,3 +211,11 @@ def test_merge_of_interleaved_and_empty_parts(tmp_path):
         assert f["valid"][:].tolist() == [i % 2 == 0 for i in range(10)]
     with pytest.raises(MergeError, match="duplicate rows: chunk 2"):
         merge_embeddings(_hand_made_shards(tmp_path, [[0, 2], [1, 2], []]), tmp_path / "d.h5")
+
+
+def test_cli_refuses_shard_with_lightning(tmp_path, pairs_path, capsys):
+    assert main(["embed", str(pairs_path), "--out", str(tmp_path / "e.h5"), "--shard", "0/2",
+                 "--lightning", "--no-progress"]) == 1
+    assert "--shard and --lightning do not go together" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path / "none-0.h5"), "--out", str(tmp_path / "m.h5")]) == 1
+    assert "run its shard" in capsys.readouterr().err
