@@ -49,8 +49,19 @@ def _run(tmp_path, source, out, model, extra=""):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     env.pop("LOCAL_RANK", None)
-    return subprocess.run([sys.executable, str(script), str(source), str(out), str(model)],
+    # torchrun starts both processes at once (Lightning reads its environment); without it
+    # Lightning's own launcher would start the second only once the first has imported
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    return subprocess.run([*launcher, str(script), str(source), str(out), str(model)],
                           capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_process_ddp_predict_gives_the_rows_of_one_process(tmp_path, model_path):
