@@ -30,14 +30,14 @@ from ._optional import require
 from ._progress import progress_bar, progress_enabled
 from .exceptions import (AstroclipError, AstroclipWarning, DataFileError, InputError,
                          ModelFormatError, NonFiniteError, ResumeMismatchError)
-from .data.embeddings import embeddings_format, write_embeddings
+from .data.embeddings import embeddings_format, shard_meta, write_embeddings
 from .inputs import grid
 from .models.factory import create_model, model_path
 from .models.store import sha256_file
 from .models.weights import CONFIG_FILE, WEIGHTS_FILE
 
 __all__ = ["load_model", "embed_spectrum", "embed_image", "embed_catalog",
-           "model_info"]
+           "model_info", "shard_chunks"]
 
 _MODEL_CACHE = OrderedDict()
 _MODEL_CACHE_SIZE = 4
@@ -472,7 +472,8 @@ class _Chunks:
         self.modalities = modalities
         self.prepare_kwargs = prepare_kwargs
         paths = _paths(source)
-        if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"}:
+        if paths is not None and {p.suffix.lower() for p in paths} <= {".h5", ".hdf5"} \
+                and not any(p.is_dir() for p in paths):
             from .data.layouts import open_layout
             self.kind = "hdf5"
             self.files = [(p, open_layout(p).n) for p in paths]
@@ -481,11 +482,14 @@ class _Chunks:
             self.description = [str(p) for p in paths]
             self.identity = {"kind": "hdf5", "files": [{**file_identity(p), "rows": n}
                                                        for p, n in self.files]}
+            self.rows = sum(n for _, n in self.files)
         elif paths is not None:
             if modalities != ("spectrum",):
                 raise InputError("DESI coadd files hold spectra only: use modality='spectrum'")
+            from .inputs.desi import desi_coadd_paths
             self.kind = "desi"
-            self.files = paths
+            self.rows = None  # known only once every file is read
+            self.files = paths = desi_coadd_paths(paths)
             self.bounds = [(i, 0, None) for i in range(len(paths))]
             self.description = [str(p) for p in paths]
             self.identity = {"kind": "desi", "files": [file_identity(p) for p in paths]}
@@ -514,7 +518,7 @@ class _Chunks:
             if len(lengths) != 1:
                 raise InputError(f"spectra and images differ in length: "
                                  f"{ {k: len(v) for k, v in self.prepared.items()} }")
-            n = lengths.pop()
+            n = self.rows = lengths.pop()
             self.bounds = [(0, s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
             self.description = ["in-memory input", n]
             self.identity = {"kind": "memory", "rows": n, "sha256": self._content_sha256()}
@@ -625,10 +629,11 @@ def _warn_unusable(valid, problem, n, what, advice):
                       f"information about a galaxy. {advice}", AstroclipWarning, stacklevel=3)
 
 
-def _chunk_column(parts, n_chunks, key):
-    """Concatenation of one array of every chunk file, or None when the chunks lack it."""
+def _chunk_column(parts, chunks, key):
+    """Concatenation of one array of the chunk files ``chunks`` (indices, or their number),
+    or None when the chunks lack it."""
     pieces = []
-    for i in range(n_chunks):
+    for i in (range(chunks) if isinstance(chunks, int) else chunks):
         with np.load(parts / f"chunk_{i:07d}.npz") as z:
             if key not in z.files:
                 return None
@@ -636,20 +641,30 @@ def _chunk_column(parts, n_chunks, key):
     return np.concatenate(pieces) if pieces else None
 
 
-def _chunk_blocks(parts, n_chunks, key):
-    """The ``key`` array of every chunk file, one chunk at a time."""
-    for i in range(n_chunks):
+def _chunk_blocks(parts, chunks, key):
+    """The ``key`` array of the chunk files ``chunks`` (indices, or their number), one at a time."""
+    for i in (range(chunks) if isinstance(chunks, int) else chunks):
         with np.load(parts / f"chunk_{i:07d}.npz") as z:
             yield z[key]
 
 
-def _write_output(parts, out, fmt, modalities, info, n_chunks):
-    """Assemble the chunks into ``out`` (atomically; the chunks stay until it succeeds)."""
-    ids = _chunk_column(parts, n_chunks, "targetid")
-    write_embeddings(out, np.zeros(0, np.int64) if ids is None else ids,
-                     {m: _chunk_blocks(parts, n_chunks, m) for m in modalities},
-                     valid=_chunk_column(parts, n_chunks, "valid"),
-                     problem=_chunk_column(parts, n_chunks, "problem"), meta=info, format=fmt)
+def _write_output(parts, out, fmt, modalities, info, chunks, *, shard=None):
+    """Assemble the chunks (indices ``chunks``) into ``out`` (atomically; the chunks stay).
+
+    ``shard``: metadata of a shard file (`astroclip.data.embeddings.shard_meta`);
+    the file then also holds the ``chunk`` column.
+    """
+    ids = _chunk_column(parts, chunks, "targetid")
+    ids = np.zeros(0, np.int64) if ids is None else ids
+    chunk = None
+    if shard is not None:
+        sizes = [len(block) for block in _chunk_blocks(parts, chunks, "targetid")]
+        chunk = np.repeat(np.asarray(list(chunks), dtype=np.int64), sizes)
+        info = {**info, **shard}
+    write_embeddings(out, ids, {m: _chunk_blocks(parts, chunks, m) for m in modalities},
+                     valid=_chunk_column(parts, chunks, "valid"),
+                     problem=_chunk_column(parts, chunks, "problem"), meta=info, format=fmt,
+                     chunk=chunk)
 
 
 #: File that marks a ``<out>.parts`` folder as made by `embed_catalog`.
@@ -669,7 +684,7 @@ _PARTS_FORMAT = "astroclip-embed-parts"
 
 _MADE_BY_LABELS = {"model": "model", "modalities": "modality",
                    "chunk_size": "chunk_size", "n_chunks": "number of chunks",
-                   "input": "input", "options": "input options"}
+                   "input": "input", "options": "input options", "shard": "shard"}
 
 
 def _model_identity(net, info):
@@ -684,6 +699,13 @@ def _model_identity(net, info):
     config = json.dumps(getattr(net, "config", None), sort_keys=True, default=repr)
     return {"weights_sha256": weights,
             "config_sha256": hashlib.sha256(config.encode()).hexdigest()}
+
+
+def _run_identity(net, info, chunks, modalities, chunk_size, prepare_kwargs):
+    """What made a run's chunks: model, modalities, chunking, input and input options."""
+    return {"model": _model_identity(net, info), "modalities": list(modalities),
+            "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
+            "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
 
 
 def _comparable(made_by):
@@ -814,7 +836,7 @@ def _remove_parts(parts):
 
 def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, format=None,
                   device=None, batch_size=None, progress=None, overwrite=False, resume=True,
-                  **prepare_kwargs):
+                  shard=None, **prepare_kwargs):
     """Embed an arbitrarily large catalogue into a file, in resumable chunks.
 
     Each chunk of ``chunk_size`` rows is embedded and written atomically to
@@ -851,6 +873,18 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     resume : bool, optional
         Reuse the chunks of an interrupted run made the same way (default);
         False removes them and starts afresh.
+    shard : tuple ``(i, n)`` or str ``"i/n"``, optional
+        Embed only shard ``i`` (counted from 0) of ``n``, e.g. one task of a
+        SLURM job array (``--array=0-<n-1>``, ``shard=(SLURM_ARRAY_TASK_ID, n)``).
+        The catalogue is cut into chunks exactly as without ``shard`` and shard
+        ``i`` takes the contiguous block of chunks ``shard_chunks(n_chunks, i, n)``
+        (see `shard_chunks`), so every shard reads one contiguous range of the
+        input and the merge is a concatenation in input order.  ``out`` is then a
+        shard file (name one per shard, e.g. ``emb-3.h5``): an embeddings file
+        with a ``chunk`` column and metadata naming the shard, the model, the
+        options and the input; each shard resumes on its own from
+        ``<out>.parts``.  Join the shards with
+        `astroclip.data.embeddings.merge_embeddings` (``astroclip merge``).
     **prepare_kwargs
         Passed to the input layer.
 
@@ -869,10 +903,11 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
     InputError
-        Unknown modality or format, bad options (a `ValueError`).
+        Unknown modality or format, bad options, a bad ``shard`` or more shards
+        than chunks (a `ValueError`).
     ResumeMismatchError
-        ``<out>.parts`` holds chunks of a run made with another model, input or
-        options (a `ValueError`); the message says what differs.
+        ``<out>.parts`` holds chunks of a run made with another model, input,
+        options or shard (a `ValueError`); the message says what differs.
     DataFileError
         ``<out>.parts`` exists but was not made by astroclip, is used by
         another run, holds an unreadable chunk, or the disk is full (an
@@ -885,7 +920,14 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     >>> from astroclip import embed_catalog
     >>> embed_catalog("survey.h5", out="embeddings.h5",
     ...               model="quickstart-report/model")  # doctest: +SKIP
+
+    Shard 2 of 8 of a job array, then the merge (after all shards finished):
+
+    >>> embed_catalog("coadds/", out="emb-2.h5", shard=(2, 8))  # doctest: +SKIP
+    >>> from astroclip.data.embeddings import merge_embeddings
+    >>> merge_embeddings([f"emb-{i}.h5" for i in range(8)], out="emb.h5")  # doctest: +SKIP
     """
+    shard = _parse_shard(shard)
     if modality not in _MODALITIES:
         raise InputError(f"unknown modality {modality!r}; choose among {sorted(_MODALITIES)}")
     modalities = _MODALITIES[modality]
@@ -902,9 +944,17 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     encoders = {m: _encoder(net, m) for m in modalities}
     chunks = _Chunks(source, modalities, int(chunk_size), prepare_kwargs)
     info = model_info(net)
-    made_by = {"model": _model_identity(net, info), "modalities": list(modalities),
-               "chunk_size": int(chunk_size), "n_chunks": len(chunks), "input": chunks.identity,
-               "options": json.loads(json.dumps(prepare_kwargs, sort_keys=True, default=repr))}
+    made_by = _run_identity(net, info, chunks, modalities, chunk_size, prepare_kwargs)
+    selected = range(len(chunks))
+    shard_info = None
+    if shard is not None:
+        selected = shard_chunks(len(chunks), *shard)
+        if not len(selected):
+            raise InputError(f"shard {shard[0]}/{shard[1]} holds no rows: the catalogue has only "
+                             f"{len(chunks)} chunk(s) of chunk_size={chunk_size}; use at most "
+                             f"{len(chunks)} shards or a smaller chunk_size")
+        shard_info = shard_meta(_comparable(made_by), shard, input_rows=chunks.rows)
+        made_by["shard"] = list(shard)
     parts = out.with_name(out.name + ".parts")
     _claim_parts(parts)
     with _parts_lock(parts, out):
@@ -917,12 +967,13 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
             with atomic_path(parts / "manifest.json") as tmp:
                 Path(tmp).write_text(json.dumps(manifest, indent=1))
         _embed_chunks(chunks, parts, done, encoders, made_by, batch_size=batch_size, device=dev,
-                      progress=progress)
+                      progress=progress, selected=selected)
         check_output_path(out, overwrite=overwrite)  # written by someone else meanwhile?
-        _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, len(chunks))
+        _write_output(parts, out, fmt, modalities, {**info, "modality": modality}, selected,
+                      shard=shard_info)
         if "spectrum" in modalities:
-            valid = _chunk_column(parts, len(chunks), "valid")
-            problem = _chunk_column(parts, len(chunks), "problem")
+            valid = _chunk_column(parts, selected, "valid")
+            problem = _chunk_column(parts, selected, "problem")
             _warn_unusable(valid, problem, len(valid), f"rows of {chunks.description[0]}"
                            + (" ..." if len(chunks.description) > 2 else ""),
                            f"They are kept, flagged valid = False in {out} (column problem "
@@ -931,27 +982,93 @@ def embed_catalog(source, *, out, modality="both", model=None, chunk_size=4096, 
     return out
 
 
-def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress):
-    """Embed and write (atomically, after a free-space check) every chunk not in ``done``."""
-    stamp = np.array(json.dumps(_comparable(made_by), sort_keys=True))
-    bar = progress_bar(total=len(chunks), initial=len(done), desc="embedding catalogue",
-                       unit="chunk", progress=progress)
-    for i in range(len(chunks)):
+def _embed_chunk(chunks, i, encoders, stamp, *, batch_size, device):
+    """The content of chunk file ``i``: identifiers, embeddings, flags and the stamp."""
+    ids, arrays, flags = chunks.read(i)
+    result = {"targetid": ids, "_made_by": stamp}
+    if flags is not None:
+        result["valid"], result["problem"] = flags
+    source, first_row = chunks.where(i)
+    for m, encoder in encoders.items():
+        result[m] = _run_batches(encoder, arrays[m], batch_size=batch_size, device=device,
+                                 progress=False, desc=f"{m} rows", first_row=first_row,
+                                 source=source)
+    return result
+
+
+def _save_chunk(parts, i, result):
+    """Write chunk file ``i`` atomically, after a free-space check."""
+    chunk_path = parts / f"chunk_{i:07d}.npz"
+    check_free_space(chunk_path, sum(np.asarray(v).nbytes for v in result.values()))
+    with disk_errors(chunk_path), atomic_path(chunk_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **result)
+    return chunk_path
+
+
+def _chunk_stamp(made_by):
+    return np.array(json.dumps(_comparable(made_by), sort_keys=True))
+
+
+def _embed_chunks(chunks, parts, done, encoders, made_by, *, batch_size, device, progress,
+                  selected=None):
+    """Embed and write every chunk of ``selected`` (default all) not in ``done``."""
+    stamp = _chunk_stamp(made_by)
+    selected = range(len(chunks)) if selected is None else selected
+    bar = progress_bar(total=len(selected), initial=len(done & set(selected)),
+                       desc="embedding catalogue", unit="chunk", progress=progress)
+    for i in selected:
         if i in done:
             continue
-        ids, arrays, flags = chunks.read(i)
-        result = {"targetid": ids, "_made_by": stamp}
-        if flags is not None:
-            result["valid"], result["problem"] = flags
-        source, first_row = chunks.where(i)
-        for m, encoder in encoders.items():
-            result[m] = _run_batches(encoder, arrays[m], batch_size=batch_size, device=device,
-                                     progress=False, desc=f"{m} rows", first_row=first_row,
-                                     source=source)
-        chunk_path = parts / f"chunk_{i:07d}.npz"
-        check_free_space(chunk_path, sum(np.asarray(v).nbytes for v in result.values()))
-        with disk_errors(chunk_path), atomic_path(chunk_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **result)
+        _save_chunk(parts, i, _embed_chunk(chunks, i, encoders, stamp, batch_size=batch_size,
+                                           device=device))
         bar.update(1)
     bar.close()
+
+
+def _parse_shard(shard):
+    """``(i, n)`` from ``(i, n)`` or ``"i/n"`` (None stays None), checked."""
+    if shard is None:
+        return None
+    try:
+        i, n = (int(v) for v in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        raise InputError(f"shard must be (i, n) or 'i/n' with integers, e.g. (0, 8) or '0/8'; "
+                         f"got {shard!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"shard {i}/{n}: the shard index counts from 0 and must be below the "
+                         f"number of shards (0 <= i < n, n >= 1); for a SLURM job array use "
+                         f"--array=0-{max(n - 1, 0)}")
+    return i, n
+
+
+def shard_chunks(n_chunks, i, n):
+    """The chunks of shard ``i`` of ``n``: a contiguous block, in input order.
+
+    Shard ``i`` takes chunks ``floor(i * C / n)`` to ``floor((i + 1) * C / n)``
+    (excluded) of the ``C`` chunks of the catalogue: every chunk is in exactly
+    one shard, shards differ by at most one chunk, each reads one contiguous
+    range of the input (one range of files), and concatenating the shards in
+    order gives the single-process order.  Contiguous blocks rather than
+    ``chunk % n``: with one DESI coadd file per chunk a shard opens only its own
+    files in order, and the merge is a concatenation.
+
+    Parameters
+    ----------
+    n_chunks : int
+        Number of chunks of the whole catalogue.
+    i, n : int
+        Shard index (from 0) and number of shards.
+
+    Returns
+    -------
+    range
+        The chunk indices of shard ``i``.
+
+    Examples
+    --------
+    >>> from astroclip.api import shard_chunks
+    >>> [list(shard_chunks(7, i, 3)) for i in range(3)]
+    [[0, 1], [2, 3], [4, 5, 6]]
+    """
+    return range(i * n_chunks // n, (i + 1) * n_chunks // n)

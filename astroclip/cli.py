@@ -21,6 +21,7 @@ COMMANDS = {
     "align": "align",
     "convert-weights": "convert_weights",
     "embed": "embed",
+    "merge": "merge",
     "search": "search",
     "evaluate": "evaluate",
     "quickstart": "quickstart",

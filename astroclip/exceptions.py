@@ -16,7 +16,7 @@ True
 
 __all__ = [
     "AstroclipError", "InputError", "UnitsError", "NonFiniteError", "ModelNotFoundError",
-    "ModelFormatError", "CheckpointError", "ResumeMismatchError", "DataFileError",
+    "ModelFormatError", "CheckpointError", "ResumeMismatchError", "MergeError", "DataFileError",
     "OptionalDependencyError", "DeviceUnavailableError", "AstroclipWarning",
 ]
 
@@ -56,6 +56,11 @@ class CheckpointError(ModelFormatError):
 
 class ResumeMismatchError(AstroclipError, ValueError):
     """Refused to resume into output or a run made by another model, input or options."""
+
+
+class MergeError(AstroclipError, ValueError):
+    """Shard or per-rank part files that cannot be merged: made by another model, options or
+    input, a shard missing or given twice, rows missing or duplicated."""
 
 
 class DataFileError(AstroclipError, OSError):

@@ -7,7 +7,12 @@ similarity of the paper (its equation 2) is the cosine similarity, i.e. the inne
 product of L2-normalised vectors; by default the index is exact
 (`faiss.IndexFlatIP` on normalised vectors).  For tens of millions of objects an
 inverted-file index (`faiss.IndexIVFFlat`, trained on a sample) trades a little
-recall for a large speed-up.
+recall for a large speed-up, and the product-quantised inverted file
+(`faiss.IndexIVFPQ`, ``kind="ivfpq"``) also compresses every vector to ``m *
+nbits / 8`` bytes, so that hundreds of millions fit in memory; a saved IVF index
+can be memory-mapped (``SimilarityIndex.load(path, mmap=True)``: the inverted
+lists stay on disk).  FAISS' GPU build is used when it sees a GPU
+(``device="auto"``), the CPU otherwise.
 
 One `SimilarityIndex` can hold several *stores*, one per modality (for example the
 spectrum and the image embeddings of the same catalogue), each with its own int64
@@ -40,7 +45,9 @@ METRICS = {
     "l2": (faiss.METRIC_L2, False, "distance"),
 }
 #: Supported index kinds.
-KINDS = ("flat", "ivf")
+KINDS = ("flat", "ivf", "ivfpq")
+#: The kinds with inverted lists (clusters, ``nlist`` and ``nprobe``; trained on a sample).
+_IVF_KINDS = ("ivf", "ivfpq")
 
 _FORMAT = "astroclip-similarity-index"
 _FORMAT_VERSION = 1
@@ -98,7 +105,10 @@ class _Store:
     @property
     def ids(self):
         if self._ids:
-            self._ids_cache = np.concatenate([self._ids_cache, *self._ids])
+            if len(self._ids) == 1 and not self._ids_cache.size:
+                self._ids_cache = self._ids[0]  # kept as given (a memory map stays one)
+            else:
+                self._ids_cache = np.concatenate([self._ids_cache, *self._ids])
             self._ids = []
         return self._ids_cache
 
@@ -129,19 +139,35 @@ class SimilarityIndex:
         ``"cosine"`` (default, the paper's equation 2): exact inner product of
         L2-normalised vectors; ``"inner_product"``: raw inner product;
         ``"l2"``: Euclidean distance (smaller is closer).
-    kind : {"flat", "ivf"}, optional
+    kind : {"flat", "ivf", "ivfpq"}, optional
         ``"flat"`` (default): exact, brute-force search (`faiss.IndexFlatIP` /
         `faiss.IndexFlatL2`).  ``"ivf"``: approximate inverted-file index
-        (`faiss.IndexIVFFlat`), for tens of millions of objects.
+        (`faiss.IndexIVFFlat`), for tens of millions of objects.  ``"ivfpq"``:
+        inverted file with product-quantised vectors (`faiss.IndexIVFPQ`), for
+        hundreds of millions: ``m * nbits / 8`` bytes per vector (see Notes).
     nlist : int, optional
-        IVF only: number of clusters.  Default: ``sqrt(N)`` of the embeddings
-        given here (at most N / 39), required when the index starts empty.
+        IVF kinds only: number of clusters.  Default: ``sqrt(N)`` of the
+        embeddings given here (at most N / 39), required when the index starts
+        empty.
     nprobe : int, optional
-        IVF only: clusters visited per query (recall/speed trade-off; can be
-        changed later through the attribute).  Default ``max(1, nlist // 32)``.
+        IVF kinds only: clusters visited per query (recall/speed trade-off; can
+        be changed later through the attribute).  Default ``max(1, nlist // 32)``.
+    m : int, optional
+        ``"ivfpq"`` only: sub-quantisers per vector (a divisor of the
+        dimension).  Default: ``dim // 4`` rounded down to a divisor (32 for
+        128-d embeddings).
+    nbits : int, optional
+        ``"ivfpq"`` only: bits per sub-quantiser code (default 8; training needs
+        at least ``2 ** nbits`` embeddings, ideally ``39 * 2 ** nbits``).
     train_size : int, optional
-        IVF only: number of embeddings sampled to train the clusters
-        (default ``min(N, 64 * nlist)``).
+        IVF kinds only: number of embeddings sampled to train the clusters (and
+        the product quantiser) (default ``min(N, max(64 * nlist, 39 * 2 **
+        nbits))``).
+    device : str, optional
+        ``"auto"`` (default): FAISS on the GPU when FAISS' GPU build sees one
+        (``faiss.get_num_gpus() > 0``), otherwise the CPU; ``"cpu"``; ``"cuda"``
+        or ``"cuda:N"`` (an error without a FAISS GPU).  Results agree within
+        the recall of the approximate kinds; saved files are always CPU indexes.
     dim : int, optional
         Embedding dimension, needed only when ``embeddings`` is not given.
     chunk_size : int, optional
@@ -153,10 +179,16 @@ class SimilarityIndex:
 
     Notes
     -----
-    The exact index stores the vectors in float32 (``4 * D`` bytes each):
-    10 million 128-d embeddings take 5 GB of memory.  Identifiers are kept in a
-    numpy array beside the faiss index; results report both the row number
-    (``neighbour_index``) and the identifier (``neighbour_id``).
+    Memory per vector: the exact and ``"ivf"`` indexes store the vectors in
+    float32 (``4 * D`` bytes each, plus 8 bytes of inverted-list id for
+    ``"ivf"``): 10 million 128-d embeddings take 5 GB.  ``"ivfpq"`` stores
+    ``m * nbits / 8`` bytes of code plus an 8-byte inverted-list id: 40 bytes
+    for ``m=32, nbits=8``, 400 MB for 10 million (13x less than float32 128-d).
+    Every kind adds 8 bytes per vector for the identifiers, kept in a numpy
+    array beside the faiss index (memory-mapped with ``load(mmap=True)``);
+    results report both the row number (``neighbour_index``) and the
+    identifier (``neighbour_id``).  The recall of the approximate kinds against
+    the exact search is measured in ``benchmarks/bench_search.py``.
 
     Examples
     --------
@@ -176,8 +208,8 @@ class SimilarityIndex:
     """
 
     def __init__(self, embeddings=None, *, ids=None, modality="spectrum", metric="cosine",
-                 kind="flat", nlist=None, nprobe=None, train_size=None, dim=None,
-                 chunk_size=100_000, seed=0, progress=None):
+                 kind="flat", nlist=None, nprobe=None, m=None, nbits=None, train_size=None,
+                 dim=None, chunk_size=100_000, seed=0, device="auto", progress=None):
         if metric not in METRICS:
             raise InputError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
         if kind not in KINDS:
@@ -192,6 +224,8 @@ class SimilarityIndex:
         self.default_modality = str(modality)
         self.train_size = train_size
         self._stores = {}
+        self.mmap = False
+        self._gpu = _faiss_gpu(device)
 
         n = None
         if embeddings is not None:
@@ -206,7 +240,19 @@ class SimilarityIndex:
         if self.dim < 1:
             raise InputError(f"dim must be positive; got {dim}")
 
-        if kind == "ivf":
+        if kind == "ivfpq":
+            m = _default_m(self.dim) if m is None else int(m)
+            nbits = 8 if nbits is None else int(nbits)
+            if m < 1 or self.dim % m:
+                raise InputError(f"m={m} must be a positive divisor of the dimension {self.dim} "
+                                 f"(each vector is cut into m sub-vectors), e.g. "
+                                 f"m={_default_m(self.dim)}")
+            if not 1 <= nbits <= 16:
+                raise InputError(f"nbits must be between 1 and 16 (8 is usual); got {nbits}")
+        elif m is not None or nbits is not None:
+            raise InputError("m and nbits apply only to kind='ivfpq'")
+        self.m, self.nbits = m, nbits
+        if kind in _IVF_KINDS:
             if nlist is None:
                 if not n:
                     raise InputError("an empty IVF index needs nlist= (number of clusters, "
@@ -218,7 +264,7 @@ class SimilarityIndex:
             if nprobe is None:
                 nprobe = max(1, nlist // 32)
         elif nlist is not None or nprobe is not None:
-            raise InputError("nlist and nprobe apply only to kind='ivf'")
+            raise InputError("nlist and nprobe apply only to kind='ivf' or 'ivfpq'")
         self.nlist = nlist
         self._nprobe = None if nprobe is None else int(nprobe)
         if self._nprobe is not None and self._nprobe < 1:
@@ -238,8 +284,8 @@ class SimilarityIndex:
 
     @nprobe.setter
     def nprobe(self, value):
-        if self.kind != "ivf":
-            raise InputError("nprobe applies only to kind='ivf'")
+        if self.kind not in _IVF_KINDS:
+            raise InputError("nprobe applies only to kind='ivf' or 'ivfpq'")
         value = int(value)
         if value < 1:
             raise InputError(f"nprobe must be a positive integer; got {value}")
@@ -265,7 +311,8 @@ class SimilarityIndex:
 
     def __repr__(self):
         parts = ", ".join(f"{m}: {s.ntotal}" for m, s in self._stores.items()) or "empty"
-        extra = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind == "ivf" else ""
+        extra = (f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind in _IVF_KINDS
+                 else "") + (f", m={self.m}, nbits={self.nbits}" if self.kind == "ivfpq" else "")
         return (f"<SimilarityIndex dim={self.dim} metric={self.metric!r} kind={self.kind!r}"
                 f"{extra} ({parts})>")
 
@@ -279,7 +326,12 @@ class SimilarityIndex:
         quantizer = (faiss.IndexFlatIP(self.dim) if fmetric == faiss.METRIC_INNER_PRODUCT
                      else faiss.IndexFlatL2(self.dim))
         # faiss' python wrapper keeps the quantizer alive with the index
-        return faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, fmetric)
+        if self.kind == "ivfpq":
+            index = faiss.IndexIVFPQ(quantizer, self.dim, self.nlist, self.m, self.nbits,
+                                     fmetric)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, fmetric)
+        return _to_gpu(index, self._gpu)
 
     def _store(self, modality, *, create=False):
         if modality not in self._stores:
@@ -313,24 +365,33 @@ class SimilarityIndex:
         first chunk added is used).  The sample should hold at least ``39 *
         nlist`` embeddings drawn from the whole data set.
         """
-        if self.kind != "ivf":
-            raise InputError("only kind='ivf' indexes need training")
+        if self.kind not in _IVF_KINDS:
+            raise InputError("only kind='ivf' and 'ivfpq' indexes need training")
         modality = str(modality) if modality is not None else self.default_modality
         store = self._store(modality, create=True)
         if store.index.is_trained:
             raise InputError(f"the {modality!r} store is already trained; build a new "
                              "index to retrain")
         x = self._prepare(sample, name="training sample")
-        if x.shape[0] < self.nlist:
-            raise InputError(f"the training sample has {x.shape[0]} embeddings, fewer than "
+        self._check_training(x.shape[0])
+        store.index.train(x)
+
+    def _check_training(self, n):
+        if n < self.nlist:
+            raise InputError(f"the training sample has {n} embeddings, fewer than "
                              f"nlist={self.nlist} clusters; give a larger sample (ideally "
                              f">= {39 * self.nlist}) or a smaller nlist")
-        store.index.train(x)
+        if self.kind == "ivfpq" and n < 2 ** self.nbits:
+            raise InputError(f"the training sample has {n} embeddings, fewer than the "
+                             f"2**nbits = {2 ** self.nbits} codes of each product quantiser; "
+                             f"give a larger sample (ideally >= {39 * 2 ** self.nbits}) or a "
+                             "smaller nbits")
 
     def _default_train_size(self, n):
         if self.train_size is not None:
             return min(n, int(self.train_size))
-        return min(n, 64 * self.nlist)
+        pq = 39 * 2 ** self.nbits if self.kind == "ivfpq" else 0
+        return min(n, max(64 * self.nlist, pq))
 
     def add(self, embeddings, *, ids=None, modality=None):
         """Add embeddings (in chunks) to the store of one modality.
@@ -345,6 +406,9 @@ class SimilarityIndex:
             Store to add to (created if new); default: the index's ``modality``.
         """
         modality = str(modality) if modality is not None else self.default_modality
+        if self.mmap:
+            raise InputError("this index was loaded memory-mapped (load(path, mmap=True)), "
+                             "which is read-only; load it with mmap=False to add embeddings")
         embeddings, shape = _rows(embeddings)
         n = int(shape[0])
         if int(shape[1]) != self.dim:
@@ -359,12 +423,13 @@ class SimilarityIndex:
                 ids = np.arange(store.ntotal, store.ntotal + n, dtype=np.int64)
             else:
                 ids = _as_ids(ids, n)
-            if self.kind == "ivf" and not store.index.is_trained:
+            if self.kind in _IVF_KINDS and not store.index.is_trained:
                 if n < self.nlist:
                     raise InputError(
                         f"cannot train the IVF index: {n} embeddings for nlist={self.nlist} "
                         f"clusters; call index.train(sample) with >= {39 * self.nlist} "
                         "embeddings first, or use a smaller nlist")
+                self._check_training(n)
                 m = self._default_train_size(n)
                 rng = np.random.default_rng(self.seed)
                 rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else slice(None)
@@ -420,8 +485,8 @@ class SimilarityIndex:
             query_ids = _as_ids(query_ids, nq, name="query_ids")
         if METRICS[self.metric][1]:
             q = normalize_rows(q, name="queries")
-        if self.kind == "ivf":
-            store.index.nprobe = self.nprobe
+        if self.kind in _IVF_KINDS:
+            _set_nprobe(store.index, self.nprobe)
         kk = k + 1 if exclude_self else k
         scores = np.empty((nq, k), dtype=np.float32)
         rows = np.empty((nq, k), dtype=np.int64)
@@ -526,8 +591,10 @@ class SimilarityIndex:
             "query_modality": None if query_modality is None else str(query_modality),
             "cross_modal": (query_modality is not None and str(query_modality) != modality),
             "k": int(k), "exclude_self": bool(exclude_self)})
-        if self.kind == "ivf":
+        if self.kind in _IVF_KINDS:
             table.meta.update({"nlist": self.nlist, "nprobe": self.nprobe})
+        if self.kind == "ivfpq":
+            table.meta.update({"m": self.m, "nbits": self.nbits})
         return table
 
     # -- persistence ---------------------------------------------------------
@@ -562,7 +629,7 @@ class SimilarityIndex:
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in modality)
             stem = f"{i}-{safe}"
             with atomic_path(path / f"{stem}.faiss") as tmp:
-                faiss.write_index(store.index, str(tmp))
+                faiss.write_index(_to_cpu(store.index), str(tmp))
             with atomic_path(path / f"{stem}.ids.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, store.ids, allow_pickle=False)
@@ -570,16 +637,50 @@ class SimilarityIndex:
                                 "ids_file": f"{stem}.ids.npy"}
         manifest = {"format": _FORMAT, "format_version": _FORMAT_VERSION,
                     "metric": self.metric, "kind": self.kind, "dim": self.dim,
-                    "nlist": self.nlist, "nprobe": self.nprobe,
-                    "default_modality": self.default_modality, "stores": stores}
+                    "nlist": self.nlist, "nprobe": self.nprobe, "m": self.m,
+                    "nbits": self.nbits, "default_modality": self.default_modality,
+                    "stores": stores}
         with atomic_path(path / _MANIFEST) as tmp:
             with open(tmp, "w") as fh:
                 json.dump(manifest, fh, indent=2)
         return path
 
     @classmethod
-    def load(cls, path, *, progress=None):
-        """Read an index written by `save`."""
+    def load(cls, path, *, mmap=False, device="auto", progress=None):
+        """Read an index written by `save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The directory written by `save`.
+        mmap : bool, optional
+            Memory-map the index files instead of reading them
+            (``faiss.read_index`` with ``IO_FLAG_MMAP``; the identifiers with
+            ``numpy.load(mmap_mode="r")``): the inverted lists (or flat
+            vectors) stay on disk and the operating system pages in what the
+            searches touch, so an index larger than memory can be searched.
+            Read-only: `add` is refused.  Always on the CPU.
+        device : str, optional
+            As in `SimilarityIndex` (ignored with ``mmap=True``).
+        progress : bool, optional
+            Progress bars of later searches.
+
+        Returns
+        -------
+        `SimilarityIndex`
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from astroclip.search import SimilarityIndex
+        >>> x = np.random.default_rng(0).normal(size=(4000, 16)).astype("float32")
+        >>> folder = SimilarityIndex(x, kind="ivfpq", nlist=8, m=4, nbits=6).save(
+        ...     os.path.join(tempfile.mkdtemp(), "index"))
+        >>> index = SimilarityIndex.load(folder, mmap=True)
+        >>> index.kind, index.m, index.nbits, len(index)
+        ('ivfpq', 4, 6, 4000)
+        """
         path = Path(path)
         manifest_path = path / _MANIFEST
         if not manifest_path.is_file():
@@ -604,6 +705,9 @@ class SimilarityIndex:
         self.dim = int(manifest["dim"])
         self.nlist = manifest["nlist"]
         self._nprobe = manifest["nprobe"]
+        self.m, self.nbits = manifest.get("m"), manifest.get("nbits")
+        self.mmap = bool(mmap)
+        self._gpu = None if mmap else _faiss_gpu(device)
         self.default_modality = manifest["default_modality"]
         self.chunk_size = 100_000
         self.seed = 0
@@ -611,10 +715,11 @@ class SimilarityIndex:
         self.progress = progress
         self._stores = {}
         for modality, info in manifest["stores"].items():
-            index = _read_faiss(path / info["index_file"])
+            index = _read_faiss(path / info["index_file"], mmap=mmap)
             self._check_loaded(index, path / info["index_file"])
             try:
-                ids = np.load(path / info["ids_file"], allow_pickle=False)
+                ids = np.load(path / info["ids_file"], allow_pickle=False,
+                              mmap_mode="r" if mmap else None)
             except (ValueError, EOFError, OSError) as exc:
                 raise DataFileError(f"{path / info['ids_file']} is truncated or corrupt "
                                     f"({exc}); save the index again (index.save)") from None
@@ -622,8 +727,8 @@ class SimilarityIndex:
                     index.ntotal,):
                 raise DataFileError(f"{path}: the {modality!r} files are inconsistent with the "
                                     "manifest (interrupted save?); save the index again")
-            store = _Store(index)
-            store.append_ids(ids.astype(np.int64))
+            store = _Store(_to_gpu(index, self._gpu))
+            store.append_ids(ids if mmap and ids.dtype == np.int64 else ids.astype(np.int64))
             self._stores[modality] = store
         return self
 
@@ -639,24 +744,81 @@ class SimilarityIndex:
             raise DataFileError(f"{file} holds a FAISS index of another metric ({found}) than "
                                 f"its manifest says ({self.metric!r}); the files come from "
                                 "different saves: save the index again")
-        is_ivf = faiss.try_extract_index_ivf(index) is not None
-        if is_ivf != (self.kind == "ivf"):
+        ivf = faiss.try_extract_index_ivf(index)
+        found = ("flat" if ivf is None else "ivfpq" if isinstance(faiss.downcast_index(ivf),
+                                                                  faiss.IndexIVFPQ)
+                 else "ivf")
+        if found != self.kind:
             raise DataFileError(f"{file} holds a FAISS index of another kind "
-                                f"({'ivf' if is_ivf else 'flat'}) than its manifest says "
+                                f"({found}) than its manifest says "
                                 f"({self.kind!r}); the files come from different saves: save "
                                 "the index again")
 
 
-def _read_faiss(file):
-    """`faiss.read_index` with an error naming the file."""
+def _read_faiss(file, *, mmap=False):
+    """`faiss.read_index` (memory-mapped with ``mmap``) with an error naming the file."""
     if not file.is_file():
         raise DataFileError(f"{file} is missing (interrupted save?); save the index again")
     try:
+        if mmap:
+            return faiss.read_index(str(file), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         return faiss.read_index(str(file))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise DataFileError(f"{file} is truncated or corrupt (faiss: {first[:200]}); save the "
                             "index again (index.save)") from None
+
+
+def _default_m(dim):
+    """The largest divisor of ``dim`` not above ``dim // 4`` (at least 1)."""
+    target = max(1, dim // 4)
+    return max(m for m in range(1, target + 1) if dim % m == 0)
+
+
+def _faiss_gpu(device):
+    """The GPU number FAISS should use for ``device`` (None: the CPU)."""
+    device = "auto" if device is None else str(device)
+    if device == "cpu":
+        return None
+    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if device == "auto":
+        return 0 if n_gpus > 0 else None
+    if device == "cuda" or device.startswith("cuda:"):
+        number = int(device.split(":")[1]) if ":" in device else 0
+        if number >= n_gpus:
+            from .exceptions import DeviceUnavailableError
+            raise DeviceUnavailableError(
+                f"device={device!r}: FAISS sees {n_gpus} GPU(s) (faiss.get_num_gpus()); "
+                "install FAISS' GPU build (faiss-gpu) or use device='cpu'")
+        return number
+    raise InputError(f"unknown device {device!r} for FAISS; use 'auto', 'cpu' or 'cuda:N'")
+
+
+_GPU_RESOURCES = {}
+
+
+def _to_gpu(index, gpu):
+    """``index`` on FAISS GPU ``gpu`` (None: unchanged)."""
+    if gpu is None:
+        return index
+    if gpu not in _GPU_RESOURCES:
+        _GPU_RESOURCES[gpu] = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(_GPU_RESOURCES[gpu], gpu, index)
+
+
+def _to_cpu(index):
+    """A CPU copy of a FAISS GPU index (a CPU index unchanged)."""
+    if type(index).__name__.startswith("Gpu"):
+        return faiss.index_gpu_to_cpu(index)
+    return index
+
+
+def _set_nprobe(index, nprobe):
+    """Set ``nprobe`` of a CPU or GPU IVF index."""
+    if type(index).__name__.startswith("Gpu"):
+        faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
+    else:
+        index.nprobe = int(nprobe)
 
 
 def cross_modal_search(index, queries, *, query_modality, k=10, query_ids=None, **kwargs):

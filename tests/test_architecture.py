@@ -32,7 +32,7 @@ LAYERS = {
     3: ["astroclip.models", "astroclip.simulate",
         # pure functions of arrays and tensors, used by the training stages' validation
         "astroclip.evaluation.metrics", "astroclip.evaluation._targets"],
-    4: ["astroclip.training", "astroclip.api"],
+    4: ["astroclip.training", "astroclip.api", "astroclip.distributed"],
     5: ["astroclip.search", "astroclip.evaluation"],
     6: ["astroclip.plotting"],
     7: ["astroclip.quickstart"],

@@ -226,3 +226,90 @@ def test_bad_inputs(rng):
         small.add(more)
     assert small.ntotal() == 50 and len(small.ids()) == 50
     np.testing.assert_array_equal(small.search_arrays(db[:3], k=1)[1][:, 0], [0, 1, 2])
+
+
+def _manifold(rng, n, d=16, latent=3):
+    """Continuous, clustered embeddings (as real ones are): a smooth map of a low-d latent space."""
+    w1 = rng.normal(size=(latent, 64))
+    w2 = rng.normal(size=(64, d)) / 8
+    z = rng.normal(size=(n, latent))
+    return (np.tanh(z @ w1) @ w2 + 0.02 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture
+def faiss_one_thread():
+    """FAISS' OpenMP threads spin on a loaded 2-core machine: one thread is much faster here."""
+    import faiss
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(n)
+
+
+def test_ivfpq_recall_memory_and_options(rng, faiss_one_thread):
+    x = _manifold(rng, 3050)
+    db, q = x[:3000], x[3000:]
+    _, ref = _brute_topk(db, q, 10)
+    index = SimilarityIndex(db, kind="ivfpq", nlist=8, nprobe=8, m=16, nbits=6)
+    assert (index.kind, index.m, index.nbits) == ("ivfpq", 16, 6)
+    assert "m=16, nbits=6" in repr(index)
+    _, rows = index.search_arrays(q, k=10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, ref)])
+    # measured 0.86 with 12 bytes per vector (16 codes of 6 bits) for 64 bytes of float32
+    assert recall > 0.7
+    ivf = faiss_ivf(index)
+    assert ivf.code_size == 16 * 6 // 8  # bytes per vector: m * nbits / 8
+    table = index.search(q[:2], k=3)
+    assert (table.meta["kind"], table.meta["m"], table.meta["nbits"]) == ("ivfpq", 16, 6)
+    # default m: dim // 4 rounded down to a divisor of the dimension
+    assert SimilarityIndex(dim=16, kind="ivfpq", nlist=4).m == 4
+    assert SimilarityIndex(dim=24, kind="ivfpq", nlist=4).m == 6
+    assert SimilarityIndex(dim=20, kind="ivfpq", nlist=4).m == 5
+
+
+def faiss_ivf(index, modality="spectrum"):
+    import faiss
+    return faiss.downcast_index(faiss.extract_index_ivf(index._store(modality).index))
+
+
+def test_ivfpq_save_load_and_mmap_round_trip(rng, tmp_path, faiss_one_thread):
+    db = _manifold(rng, 2000)
+    index = SimilarityIndex(db, ids=np.arange(2000) + 10**17, kind="ivfpq", nlist=6, nprobe=3,
+                            m=4, nbits=5)
+    folder = index.save(tmp_path / "pq")
+    assert json.loads((folder / "index.json").read_text())["m"] == 4
+    scores, rows = index.search_arrays(db[:20], k=5)
+    for mmap in (False, True):
+        loaded = SimilarityIndex.load(folder, mmap=mmap)
+        assert (loaded.kind, loaded.nlist, loaded.nprobe, loaded.m, loaded.nbits) == (
+            "ivfpq", 6, 3, 4, 5)
+        s2, r2 = loaded.search_arrays(db[:20], k=5)
+        np.testing.assert_array_equal(r2, rows)
+        np.testing.assert_allclose(s2, scores, rtol=1e-6)
+        assert loaded.ids()[:2].tolist() == [10**17, 10**17 + 1]
+    assert isinstance(loaded._store("spectrum").ids, np.memmap)  # ids stay on disk too
+    with pytest.raises(ValueError, match="memory-mapped"):
+        loaded.add(db[:5])
+    # a flat index memory-maps as well
+    flat = SimilarityIndex.load(SimilarityIndex(db).save(tmp_path / "flat"), mmap=True)
+    np.testing.assert_array_equal(flat.search_arrays(db[:3], k=1)[1].ravel(), [0, 1, 2])
+
+
+def test_ivfpq_errors(rng, faiss_one_thread):
+    db = _manifold(rng, 300)
+    with pytest.raises(ValueError, match="positive divisor of the dimension 16"):
+        SimilarityIndex(db, kind="ivfpq", nlist=4, m=5)
+    with pytest.raises(ValueError, match="nbits must be between 1 and 16"):
+        SimilarityIndex(db, kind="ivfpq", nlist=4, nbits=20)
+    with pytest.raises(ValueError, match="only to kind='ivfpq'"):
+        SimilarityIndex(db, kind="ivf", nlist=4, m=4)
+    with pytest.raises(ValueError, match=r"2\*\*nbits = 512 codes"):
+        SimilarityIndex(db, kind="ivfpq", nlist=4, m=4, nbits=9)
+    with pytest.raises(ValueError, match="unknown device"):
+        SimilarityIndex(db, device="tpu")
+    import faiss
+
+    from astroclip.exceptions import DeviceUnavailableError
+    if faiss.get_num_gpus() == 0:
+        with pytest.raises(DeviceUnavailableError, match="faiss-gpu"):
+            SimilarityIndex(db, device="cuda")

@@ -17,7 +17,9 @@ def add_arguments(parser):
     parser.add_argument("--query-modality", default=None,
                         help="modality of the query embeddings (default: --modality)")
     parser.add_argument("--k", type=int, default=10, help="neighbours per query")
-    parser.add_argument("--kind", choices=("flat", "ivf"), default="flat")
+    parser.add_argument("--kind", choices=("flat", "ivf", "ivfpq"), default="flat",
+                        help="flat: exact; ivf: inverted file; ivfpq: inverted file with "
+                             "product-quantised vectors (dim // 4 bytes each)")
     parser.add_argument("--out", default=None, help="write the neighbour table (.ecsv, .fits)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")

@@ -10,8 +10,17 @@ inverse-variance weighting where they overlap (as it does for the SpectrumList
 that ``SpectrumList.read(path, format="DESI coadd")`` returns), and flags sky
 fibres.  `join_redshifts` adds the redshift-fitter
 columns (``Z``, ``ZWARN``, ``SPECTYPE``) by ``TARGETID``.
+
+A data release is read file by file: `desi_coadd_paths` lists the coadd files
+of directories or glob patterns (sorted, so the order is the same on every
+machine and every shard of a job array), and `iter_desi_coadds` yields the
+spectra of one file at a time (each file read once, memory bounded by the
+largest file), which is what `astroclip.embed_catalog` does with a directory
+of coadds.  FITS data are big-endian: every array read is converted to native
+byte order (a copy, never a view of the file's bytes).
 """
 
+import glob
 import os
 import warnings
 
@@ -27,11 +36,24 @@ from . import grid
 from ..exceptions import DataFileError, InputError
 from .spectra import PreparedSpectra, prepare_spectra
 
-__all__ = ["read_desi_coadd", "join_redshifts", "DESI_COADD_HDUS"]
+__all__ = ["read_desi_coadd", "iter_desi_coadds", "desi_coadd_paths", "join_redshifts",
+           "DESI_COADD_HDUS", "DESI_COADD_PATTERN"]
 
 #: HDUs a DESI coadd file must have for `read_desi_coadd`.
 DESI_COADD_HDUS = ("FIBERMAP",) + tuple(f"{arm}_{kind}" for arm in grid.DESI_ARMS
                                         for kind in ("WAVELENGTH", "FLUX", "IVAR", "MASK"))
+
+#: File names that `desi_coadd_paths` picks up in a directory (searched recursively).
+DESI_COADD_PATTERN = "coadd-*.fits*"
+
+
+def _native(data, dtype=None):
+    """A native-byte-order copy of FITS data (big-endian on disk); never a view of the file."""
+    data = np.asarray(data)
+    if dtype is None:
+        dtype = data.dtype.newbyteorder("=")
+    return np.array(data, dtype=dtype, copy=True)
+
 
 # The DESI data model's units, used only when a file's header has no BUNIT.
 _DATA_MODEL_UNITS = {"WAVELENGTH": u.AA, "FLUX": grid.FLUX_UNIT}
@@ -80,18 +102,24 @@ def _read_one(path, *, checksum):
                         raise DataFileError(f"checksum (DATASUM) mismatch in HDU(s) "
                                             f"{', '.join(bad)}")
                 fibermap = Table(hdul["FIBERMAP"].data)
+                for name in fibermap.colnames:
+                    col = fibermap[name]
+                    if col.dtype.byteorder not in ("=", "|"):
+                        fibermap[name] = col.astype(col.dtype.newbyteorder("="))
                 arms = {}
                 for arm in grid.DESI_ARMS:
                     wave_hdu = hdul[f"{arm}_WAVELENGTH"]
                     flux_hdu = hdul[f"{arm}_FLUX"]
                     arms[arm] = dict(
-                        wave=np.asarray(wave_hdu.data, dtype=np.float64),
+                        wave=_native(wave_hdu.data, np.float64),
                         wave_unit=_header_unit(wave_hdu.header, "WAVELENGTH", path,
                                                wave_hdu.name),
-                        flux=np.asarray(flux_hdu.data),
+                        flux=None if flux_hdu.data is None else _native(flux_hdu.data),
                         flux_unit=_header_unit(flux_hdu.header, "FLUX", path, flux_hdu.name),
-                        ivar=np.asarray(hdul[f"{arm}_IVAR"].data),
-                        mask=np.asarray(hdul[f"{arm}_MASK"].data),
+                        ivar=(None if hdul[f"{arm}_IVAR"].data is None
+                              else _native(hdul[f"{arm}_IVAR"].data)),
+                        mask=(None if hdul[f"{arm}_MASK"].data is None
+                              else _native(hdul[f"{arm}_MASK"].data)),
                     )
         except (OSError, AstropyUserWarning, TypeError, VerifyError) as err:
             raise DataFileError(f"cannot read DESI coadd file {path} ({size} bytes): {err}. The "
@@ -120,7 +148,9 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     Parameters
     ----------
     paths : str, path-like, or list of them
-        One or many ``coadd-*.fits`` files; their spectra are stacked in order.
+        One or many ``coadd-*.fits`` files, directories or glob patterns (see
+        `desi_coadd_paths`); their spectra are stacked in order.  For a whole
+        release, stream the files with `iter_desi_coadds` instead.
     targetids : array-like of int, optional
         Keep only the fibres with these ``TARGETID`` (all fibres by default),
         in file order.
@@ -185,6 +215,7 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
     paths = list(paths)
     if not paths:
         raise InputError("no DESI coadd file given (empty list of paths)")
+    paths = desi_coadd_paths(paths)  # directories and glob patterns -> files
     wanted = None if targetids is None else np.unique(np.asarray(targetids, dtype=np.int64))
     found = set()
     groups = []
@@ -227,6 +258,125 @@ def read_desi_coadd(paths, *, targetids=None, missing="raise", columns=None,
                                progress=progress)
     del prepared.meta["ITEM"], prepared.meta["ITEM_ROW"]  # FILENAME and FILE_ROW say it
     return prepared
+
+
+def desi_coadd_paths(sources, *, pattern=DESI_COADD_PATTERN):
+    """The DESI coadd files of files, directories and glob patterns, in a fixed order.
+
+    Parameters
+    ----------
+    sources : str, path-like, or list of them
+        Coadd files (kept as given, in order), directories (every file matching
+        ``pattern`` below them, e.g. a healpix tree
+        ``healpix/main/dark/*/*/coadd-main-dark-*.fits``) or glob patterns
+        (``"dr1/healpix/**/coadd-*.fits"``, recursive).  Files found in a
+        directory or by a pattern are sorted by path, so every process of a run
+        (every shard of a job array) sees the same order.
+    pattern : str, optional
+        File names picked up in directories.
+
+    Returns
+    -------
+    list of `pathlib.Path`
+
+    Raises
+    ------
+    FileNotFoundError
+        A file that does not exist, or a directory or pattern that matches nothing.
+
+    Examples
+    --------
+    >>> import os, specutils
+    >>> from astroclip.inputs.desi import desi_coadd_paths
+    >>> folder = os.path.join(os.path.dirname(specutils.__file__), "io", "default_loaders",
+    ...                       "tests", "desi_test_data")
+    >>> [p.name for p in desi_coadd_paths(folder)]
+    ['coadd-5-169-thru20210419.fits', 'coadd-sv3-dark-26065.fits']
+    """
+    from pathlib import Path
+
+    if isinstance(sources, (str, bytes, os.PathLike)):
+        sources = [sources]
+    out = []
+    for source in sources:
+        text = os.fsdecode(os.fspath(source))
+        if os.path.isdir(text):
+            found = sorted(Path(text).rglob(pattern))
+            where = f"directory {text} holds no file matching {pattern!r}"
+        elif glob.has_magic(text) and not os.path.exists(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            where = f"pattern {text!r} matches no file"
+        else:
+            if not os.path.exists(text):
+                raise FileNotFoundError(f"DESI coadd file not found: {text}; check the path")
+            out.append(Path(text))
+            continue
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"the {where}; check the path (DESI coadd files are "
+                                    "named coadd-*.fits)")
+        out.extend(found)
+    if not out:
+        raise InputError("no DESI coadd file given (empty list of paths)")
+    return out
+
+
+def iter_desi_coadds(sources, *, pattern=DESI_COADD_PATTERN, progress=None, **read_kwargs):
+    """Yield the spectra of many DESI coadd files, one file at a time.
+
+    Each file is opened and read once, converted to native byte order and put
+    on the DESI grid (`read_desi_coadd`); only one file's arrays are held at a
+    time, so a whole data release streams through bounded memory.
+
+    Parameters
+    ----------
+    sources : str, path-like, or list of them
+        Files, directories or glob patterns (see `desi_coadd_paths`).
+    pattern : str, optional
+        File names picked up in directories.
+    progress : bool, optional
+        A progress bar over the files.
+    **read_kwargs
+        Passed to `read_desi_coadd` (``targetids``, ``columns``,
+        ``min_coverage``, ``on_invalid``, ``checksum``); with ``targetids``,
+        ``missing`` is ``"ignore"`` per file (a file may hold none of them).
+
+    Yields
+    ------
+    path : `pathlib.Path`
+        The file.
+    spectra : `~astroclip.inputs.spectra.PreparedSpectra`
+        Its spectra (files without any selected fibre are skipped).
+
+    Examples
+    --------
+    >>> import os, specutils
+    >>> from astroclip.inputs.desi import iter_desi_coadds
+    >>> folder = os.path.join(os.path.dirname(specutils.__file__), "io", "default_loaders",
+    ...                       "tests", "desi_test_data")
+    >>> for path, spectra in iter_desi_coadds(folder):  # doctest: +IGNORE_WARNINGS
+    ...     print(path.name, spectra.flux.shape)
+    coadd-5-169-thru20210419.fits (5, 7781)
+    coadd-sv3-dark-26065.fits (5, 7781)
+    """
+    from .._progress import progress_bar
+
+    paths = desi_coadd_paths(sources, pattern=pattern)
+    if "targetids" in read_kwargs:
+        read_kwargs.setdefault("missing", "ignore")
+    bar = progress_bar(total=len(paths), desc="reading DESI coadds", unit="file",
+                       progress=progress)
+    for path in paths:
+        try:
+            spectra = read_desi_coadd(path, progress=False, **read_kwargs)
+        except InputError as exc:
+            if "targetids" in read_kwargs and "none of the requested" in str(exc):
+                bar.update(1)
+                continue
+            raise
+        bar.update(1)
+        yield path, spectra
+    bar.close()
 
 
 def _arms(arms, rows, meta, name):

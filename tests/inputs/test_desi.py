@@ -197,3 +197,67 @@ def test_join_redshifts_errors(sv3):
     np.testing.assert_allclose(ok.meta["Z"][2], 0.3)
     with pytest.raises(ValueError, match="already has column"):
         join_redshifts(Table({"TARGETID": [1], "Z": [0.0]}), _zcat([1]))
+
+
+# ------------------------------------------------------------------ many files (issue 17)
+def test_coadd_paths_of_directories_and_patterns(tmp_path):
+    from astroclip.inputs.desi import desi_coadd_paths
+
+    assert [p.name for p in desi_coadd_paths(_data_dir())] == [
+        "coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits"]
+    nested = tmp_path / "healpix" / "main" / "dark" / "101"
+    nested.mkdir(parents=True)
+    for name in ("coadd-main-dark-10199.fits", "coadd-main-dark-10100.fits"):
+        shutil.copy(SV3, nested / name)
+    (nested / "redrock-main-dark-10100.fits").write_bytes(b"")
+    found = desi_coadd_paths([tmp_path / "healpix", TILE])
+    assert [p.name for p in found] == ["coadd-main-dark-10100.fits",
+                                       "coadd-main-dark-10199.fits", os.path.basename(TILE)]
+    pattern = str(tmp_path / "healpix" / "**" / "coadd-*.fits")
+    assert desi_coadd_paths(pattern) == found[:2]
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        desi_coadd_paths(str(tmp_path / "*.nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no file matching"):
+        desi_coadd_paths(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        desi_coadd_paths(tmp_path / "coadd-missing.fits")
+
+
+def test_iter_coadds_reads_each_file_once_in_native_byte_order(monkeypatch):
+    from astroclip.inputs import desi
+
+    opened = []
+    real = desi._read_one
+
+    def counting(path, **kwargs):
+        opened.append(os.path.basename(os.fspath(path)))
+        fibermap, arms = real(path, **kwargs)
+        for d in arms.values():
+            for key in ("wave", "flux", "ivar", "mask"):
+                # a native-order copy, not a (big-endian) view of the file's bytes
+                assert d[key].dtype.isnative and d[key].flags.owndata, key
+        assert all(fibermap[c].dtype.isnative for c in fibermap.colnames)
+        return fibermap, arms
+
+    monkeypatch.setattr(desi, "_read_one", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = [(p.name, s) for p, s in desi.iter_desi_coadds(_data_dir())]
+        single = read_desi_coadd(SV3)
+    assert opened == ["coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits",
+                      "coadd-sv3-dark-26065.fits"]
+    assert [n for n, _ in got] == opened[:2]
+    assert np.array_equal(got[1][1].flux, single.flux)
+    assert got[1][1].meta["TARGETID"].tolist() == single.meta["TARGETID"].tolist()
+
+
+def test_iter_coadds_with_targetids_skips_files_without_them():
+    from astroclip.inputs.desi import iter_desi_coadds
+
+    wanted = [39627866878511337]  # in the SV3 file only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = list(iter_desi_coadds(_data_dir(), targetids=wanted))
+    assert [(p.name, s.meta["TARGETID"].tolist()) for p, s in got] == [
+        ("coadd-sv3-dark-26065.fits", wanted)]
