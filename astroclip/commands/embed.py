@@ -1,5 +1,7 @@
 """``astroclip embed``: embed a catalogue into a file (resumable)."""
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "embed spectra and/or images of a catalogue into an HDF5/FITS/Parquet file (resumable)"
 
 
@@ -23,8 +25,9 @@ def add_arguments(parser):
     lightning.add_argument("--lightning", action="store_true",
                            help="embed through Lightning's Trainer.predict with the options below")
     lightning.add_argument("--accelerator", default="auto", help="Lightning accelerator")
-    from ._common import _devices, add_runtime_options
-    lightning.add_argument("--devices", type=_devices, default="auto",
+    from ..training.options import parse_devices
+    from ._common import add_runtime_options
+    lightning.add_argument("--devices", type=parse_devices, default="auto",
                            help="devices per node (a count or comma-separated ids)")
     lightning.add_argument("--num-nodes", type=int, default=1)
     lightning.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")

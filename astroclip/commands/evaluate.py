@@ -1,5 +1,7 @@
 """``astroclip evaluate``: zero-/few-shot property regression R^2 table."""
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "R^2 of k-NN and MLP property estimates from embeddings (the paper's Table 1)"
 
 

@@ -1,5 +1,7 @@
 """``astroclip merge``: join the shard files of a job array into one embeddings file."""
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "join shard files (astroclip embed --shard I/N) into one embeddings file, checked"
 
 

@@ -1,5 +1,7 @@
 """``astroclip quickstart``: the whole pipeline on a mock survey, in one command."""
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = ("simulate a mock survey, pretrain, align, embed, search and evaluate; "
         "writes a report folder (about 10 min on a 2-core CPU)")
 

@@ -1,5 +1,7 @@
 """``astroclip search``: nearest neighbours in an embeddings file, in- or cross-modal."""
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 from ..exceptions import InputError
 
 HELP = "find the nearest neighbours of galaxies in an embeddings file (in- or cross-modal)"

@@ -18,15 +18,22 @@ import difflib
 
 from ..exceptions import InputError
 
-__all__ = ["RunOptions", "RENAMED", "split_batch"]
+__all__ = ["RunOptions", "RENAMED", "split_batch", "parse_devices"]
 
 #: Option names of earlier versions -> the one spelling used now.
 RENAMED = {"accumulate_grad_batches": "accumulate", "num_workers": "workers",
            "n_jobs": "workers"}
 
 
-def _devices(value):
-    """``auto``, a device count, or comma-separated device ids (command-line form)."""
+def parse_devices(value):
+    """Lightning ``devices`` from their command-line form: ``auto``, a count, or ids.
+
+    Examples
+    --------
+    >>> from astroclip.training.options import parse_devices
+    >>> parse_devices("2"), parse_devices("0,1"), parse_devices("auto")
+    (2, [0, 1], 'auto')
+    """
     if not isinstance(value, str) or value == "auto":
         return value
     try:
@@ -60,7 +67,7 @@ class RunOptions:
                                 "and devices)")
     accelerator: str = _option("auto", "Lightning accelerator")
     devices: object = _option("auto", "devices per node: auto, a count, or comma-separated ids",
-                              type=_devices)
+                              type=parse_devices)
     num_nodes: int = _option(1, "nodes of a multi-node run")
     strategy: str = _option("auto", "Lightning strategy, e.g. ddp")
     precision: str = _option(None, "Lightning precision (default: bf16-mixed on CUDA GPUs, "
