@@ -149,6 +149,7 @@ def _type_of(default, typ):
 def _add(parser, name, default, typ_text, help_text, *, required=False, spec=None):
     flag = "--" + name.replace("_", "-")
     spec = dict(spec or {})
+    help_text = spec.pop("help", help_text)
     kind = spec.pop("type", None) or _type_of(default, typ_text)
     if _choices(typ_text) and "choices" not in spec:
         spec["choices"] = _choices(typ_text)

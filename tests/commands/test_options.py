@@ -36,6 +36,22 @@ def test_every_parameter_and_run_option_is_an_option(name):
     assert _dests(_sub(name)) == params | run
 
 
+def test_simulate_options_are_simulate_survey_and_survey_config():
+    from astroclip.commands import simulate as simulate_cmd
+    from astroclip.simulate.survey import SurveyConfig
+
+    func = {n for n, _, is_option in _options.function_spec(simulate_cmd.FUNCTION)[0]
+            if is_option}
+    config = {f.name for f in dataclasses.fields(SurveyConfig)}
+    p = _sub("simulate")
+    assert _dests(p) == func | config
+    args = p.parse_args(["--n", "5", "--out", "m.h5", "--zmax", "0.3", "--split", "0.5", "0.25",
+                         "0.25", "--continuum", "kcorrect", "--workers", "0"])
+    cfg = _options.function_kwargs(args, SurveyConfig, skip=("seed",))
+    assert cfg["zmax"] == 0.3 and cfg["split"] == (0.5, 0.25, 0.25) and cfg["rmin"] is None
+    SurveyConfig(**cfg)                                            # a valid configuration
+
+
 def test_source_spec_matches_the_imported_signature():
     from astroclip.training.align import align
 
