@@ -28,6 +28,12 @@ SPECTRUM_PRESETS = {
     "quick": dict(embed_dim=64, num_layers=2, num_heads=4, window=40, stride=40,
                   max_len=800, mlp_ratio=4.0, dropout=0.0, mask_runs=6,
                   mask_run_length=8, mask_placement="anywhere"),
+    # "cpu": the quickstart's CPU model (issue 11), pretrained with the
+    # "denoise-bottleneck" recipe of `astroclip.quickstart.SPECTRUM_RECIPES`.
+    # CPU_PRESET_NOTES
+    "cpu": dict(embed_dim=64, num_layers=2, num_heads=4, window=40, stride=40,
+                max_len=800, mlp_ratio=4.0, dropout=0.0, mask_runs=6,
+                mask_run_length=8, mask_placement="anywhere"),
 }
 
 # ---------------------------------------------------------------- image encoders
