@@ -430,7 +430,7 @@ def simulate_spectra(n, *, seed=0, start=0, workers=1, chunk_size=128, model_flu
     --------
     >>> from astroclip.simulate.survey import simulate_spectra
     >>> arrays, truth = simulate_spectra(3, seed=0, start=100)
-    >>> arrays["flux_model"].shape, list(truth["TARGETID"])
+    >>> arrays["flux_model"].shape, truth["TARGETID"].tolist()
     ((3, 7781), [100, 101, 102])
     """
     from astropy.table import vstack

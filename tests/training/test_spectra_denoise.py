@@ -127,3 +127,31 @@ def test_bottleneck_run_saves_an_embedder_and_resumes_exactly(tmp_path, rng):
 def test_bad_recipe(tmp_path, rng):
     with pytest.raises(ValueError, match="target"):
         pretrain_spectra(_arrays(rng, 4), out=tmp_path, target="clean", max_steps=1)
+
+
+def test_conv_stem_tokens_shapes_and_determinism():
+    from astroclip.models.spectrum import ConvStem, SpectrumEncoder
+
+    cfg = dict(get_preset("spectrum", "cpu"), stem_channels=(4, 8, 8, 16))
+    torch.manual_seed(0)
+    a = SpectrumEncoder(**cfg).eval()
+    torch.manual_seed(0)
+    b = SpectrumEncoder(**cfg).eval()
+    flux = torch.rand(2, 7781) + 1.0
+    out = a(flux)
+    assert out.shape == (2, 195, cfg["embed_dim"]) and a.config["stem_channels"] == [4, 8, 8, 16]
+    torch.testing.assert_close(out, b(flux))
+    # a token's embedding depends on its own pixels and their neighbours only
+    flux2 = flux.clone()
+    flux2[:, 4000] += 5.0
+    changed = (a.encode_tokens(a.tokenize(flux2))[0] - a.encode_tokens(a.tokenize(flux))[0])
+    assert changed.abs().max() > 0
+    pixels = a.tokenize(flux)[:, 1:, 2:]
+    pixels2 = pixels.clone()
+    pixels2[:, 100, 17] += 5.0
+    emb = a.stem(pixels2) - a.stem(pixels)
+    moved = torch.nonzero(emb[0].abs().amax(1) > 1e-6).flatten().tolist()
+    assert 100 in moved and max(moved) - min(moved) <= 2
+    assert "stem_channels" not in SpectrumEncoder(**get_preset("spectrum", "paper")).config
+    with pytest.raises(ValueError, match="stride == window"):
+        ConvStem((4,), window=20, stride=10, embed_dim=8)
