@@ -27,8 +27,9 @@ from ._io import atomic_path
 
 __all__ = ["SIZES", "ALIGN_FREEZE", "SPECTRUM_RECIPES", "PAPER_TABLE1", "quickstart"]
 
-#: Run sizes.  "default" fits in about 10 minutes on a 2-core CPU with the
-#: CPU-sized encoders; "tiny" is for tests; "gpu" is a larger run for one GPU
+#: Run sizes.  "default" is sized for at most 15 minutes on a 2-core CPU with the
+#: CPU-sized encoders (the "cpu" spectrum preset, pretrained on ``spectrum_pool``
+#: extra mock galaxies with the "denoise-bottleneck" recipe); "tiny" is for tests; "gpu" is a larger run for one GPU
 #: with the paper's encoder architectures (43 M-parameter spectrum transformer,
 #: ResNet-50 on g, r, z fluxes).  The presets are names of
 #: `astroclip.models.presets.SPECTRUM_PRESETS` and ``IMAGE_PRESETS``.
@@ -117,7 +118,7 @@ def quickstart(out="quickstart-report", *, size="default", seed=0, device="auto"
     out : path, optional
         Report folder (created; re-running resumes and reuses finished stages).
     size : {"default", "tiny", "gpu"}, optional
-        Run size (`SIZES`): ``"default"`` takes about 10 minutes on a 2-core CPU.
+        Run size (`SIZES`): ``"default"`` is sized for 15 minutes on a 2-core CPU.
     seed : int, optional
         Seed of the mock survey and of the training runs.
     device : str, optional
