@@ -38,6 +38,7 @@ SPECTRUM_PRESETS = {
     #   recipe (steps)                        mean tokens z/M*   pooled z/M*   fill
     #   quick, observed target, 300 steps *   0.44 / 0.55        -             -
     #   denoise + bottleneck (1135)           0.59 / 0.65        0.77 / 0.73   1.7 | 8.5
+    #   same, 600 s (2987)                    0.71 / 0.70        0.84 / 0.76   1.7 | 8.9
     #   same + ConvStem (8,16,32,64) (595)    0.69 / 0.72        0.68 / 0.70   1.7 | 8.1
     # (* the previous quickstart's model, trained on the survey's 3,200 galaxies.)
     # The conv stem halves the steps per CPU second; per step it learns faster.
