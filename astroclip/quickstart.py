@@ -29,9 +29,9 @@ __all__ = ["SIZES", "ALIGN_FREEZE", "SPECTRUM_RECIPES", "PAPER_TABLE1", "quickst
 
 #: Run sizes.  "default" is sized for at most 15 minutes on a 2-core CPU with the
 #: CPU-sized encoders (the "cpu" spectrum preset, pretrained on ``spectrum_pool``
-#: extra mock galaxies with the "denoise-bottleneck" recipe); "tiny" is for tests; "gpu" is a larger run for one GPU
-#: with the paper's encoder architectures (43 M-parameter spectrum transformer,
-#: ResNet-50 on g, r, z fluxes).  The presets are names of
+#: extra mock galaxies with the "denoise-bottleneck" recipe); "tiny" is for tests;
+#: "gpu" is a larger run for one GPU with the paper's encoder architectures
+#: (43 M-parameter spectrum transformer, ResNet-50 on g, r, z fluxes).  The presets are names of
 #: `astroclip.models.presets.SPECTRUM_PRESETS` and ``IMAGE_PRESETS``.
 SIZES = {
     "tiny": dict(n_galaxies=160, spectrum_steps=4, image_steps=4, align_steps=6,
