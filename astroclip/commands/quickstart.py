@@ -3,7 +3,7 @@
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = ("simulate a mock survey, pretrain, align, embed, search and evaluate; "
-        "writes a report folder (about 10 min on a 2-core CPU)")
+        "writes a report folder (sized for 15 min on a 2-core CPU)")
 
 
 def add_arguments(parser):
@@ -11,7 +11,7 @@ def add_arguments(parser):
 
     parser.add_argument("--out", default="quickstart-report", help="report folder")
     parser.add_argument("--size", choices=sorted(SIZES), default="default",
-                        help="run size: default (~10 min on 2 CPU cores), tiny (seconds, "
+                        help="run size: default (<= 15 min on 2 CPU cores), tiny (seconds, "
                              "for tests), gpu (a larger run for one GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda")
@@ -19,7 +19,7 @@ def add_arguments(parser):
                         help="processes simulating the survey (default: all cores)")
     parser.add_argument("--n-galaxies", type=int, default=None, help="override the size")
     parser.add_argument("--spectrum-preset", default=None,
-                        help="spectrum transformer preset (default: the size's; e.g. quick, "
+                        help="spectrum transformer preset (default: the size's; e.g. cpu, quick, "
                              "small, paper)")
     parser.add_argument("--image-preset", default=None,
                         help="image encoder preset (default: the size's; e.g. resnet-small, "

@@ -31,6 +31,24 @@ SPECTRUM_PRESETS = {
     "quick": dict(embed_dim=64, num_layers=2, num_heads=4, window=40, stride=40,
                   max_len=800, mlp_ratio=4.0, dropout=0.0, mask_runs=6,
                   mask_run_length=8, mask_placement="anywhere"),
+    # "cpu": the quickstart's CPU model (issue 11): the "quick" sizes (194
+    # non-overlapping 40-pixel tokens, width 64, 2 blocks), pretrained with the
+    # "denoise-bottleneck" recipe of `astroclip.quickstart.SPECTRUM_RECIPES`.
+    # Measured with benchmarks/bench_spectrum_pretraining.py (240 s of one CPU
+    # thread, 8,000 mock training spectra, k-NN R2 on 1,000 held-out ones, fitted
+    # on 4,000; fill = linear-interpolation MSE / prediction MSE on masked tokens,
+    # against the observed | noiseless tokens):
+    #   recipe (steps)                        mean tokens z/M*   pooled z/M*   fill
+    #   quick, observed target, 300 steps *   0.44 / 0.55        -             -
+    #   denoise + bottleneck (1135)           0.59 / 0.65        0.77 / 0.73   1.7 | 8.5
+    #   same, 600 s (2987)                    0.71 / 0.70        0.84 / 0.76   1.7 | 8.9
+    #   same + ConvStem (8,16,32,64) (595)    0.69 / 0.72        0.68 / 0.70   1.7 | 8.1
+    # (* the previous quickstart's model, trained on the survey's 3,200 galaxies.)
+    # The conv stem halves the steps per CPU second; per step it learns faster.
+    # Longer runs: see the docs (docs/quickstart.rst).
+    "cpu": dict(embed_dim=64, num_layers=2, num_heads=4, window=40, stride=40,
+                max_len=800, mlp_ratio=4.0, dropout=0.0, mask_runs=6,
+                mask_run_length=8, mask_placement="anywhere"),
 }
 
 # ---------------------------------------------------------------- image encoders

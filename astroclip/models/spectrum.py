@@ -38,7 +38,7 @@ from ..inputs import grid
 from .heads import CrossAttentionHead
 from .transformer import TransformerBlock
 
-__all__ = ["SpectrumEncoder", "SpectrumEmbedder", "random_token_mask", "masked_mse",
+__all__ = ["SpectrumEncoder", "SpectrumEmbedder", "ConvStem", "random_token_mask", "masked_mse",
            "MASK_PLACEMENTS"]
 
 #: How masked runs are placed: ``"anywhere"`` (non-overlapping, uniformly at
@@ -139,6 +139,61 @@ def masked_mse(prediction, target, mask, *, features=slice(2, None)):
     return (diff * w).sum() / count.clamp_min(1.0)
 
 
+class ConvStem(nn.Module):
+    """Convolutional tokenizer: the pixels of non-overlapping tokens -> one vector per token.
+
+    The data tokens (B, L, window) are laid end to end as a pixel sequence and go
+    through blocks ``Conv1d(k=5) - GELU - MaxPool`` whose pools multiply to
+    ``window`` (e.g. 2, 2, 2, 5 for 40-pixel tokens), then ``Linear(C -> d)``:
+    output (B, L, d), token ``i`` made from its own pixels and their neighbours.
+    Translation-equivariant features make a redshifted line look the same wherever
+    it falls inside a token.  Needs ``stride == window``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astroclip.models.spectrum import ConvStem
+    >>> ConvStem((4, 8, 8, 8), window=40, stride=40, embed_dim=16)(torch.zeros(2, 5, 40)).shape
+    torch.Size([2, 5, 16])
+    """
+
+    def __init__(self, channels, *, window, stride, embed_dim):
+        super().__init__()
+        if stride != window:
+            raise ValueError(f"a conv stem needs non-overlapping tokens (stride == window), got "
+                             f"window={window}, stride={stride}")
+        pools = _stem_pools(window, len(channels))
+        layers, c_in = [], 1
+        for c, pool in zip(channels, pools):
+            layers += [nn.Conv1d(c_in, c, 5, padding=2), nn.GELU()]
+            if pool > 1:
+                layers.append(nn.MaxPool1d(pool))
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.proj = nn.Linear(c_in, embed_dim)
+        self.window = int(window)
+
+    def forward(self, pixels):
+        b, n, w = pixels.shape
+        x = self.net(pixels.reshape(b, 1, n * w))          # (B, C, n)
+        return self.proj(x.transpose(1, 2))
+
+
+def _stem_pools(window, n_blocks):
+    """Pool sizes, one per block, whose product is ``window`` (largest factors last)."""
+    factors, w, f = [], int(window), 2
+    while w > 1:
+        while w % f == 0:
+            factors.append(f)
+            w //= f
+        f += 1
+    if len(factors) > n_blocks:  # merge the smallest factors until they fit
+        while len(factors) > n_blocks:
+            factors = sorted(factors)
+            factors = sorted([factors[0] * factors[1]] + factors[2:])
+    return [1] * (n_blocks - len(factors)) + sorted(factors)
+
+
 class SpectrumEncoder(nn.Module):
     """Transformer over tokenised, standardised spectra with a masked-prediction head.
 
@@ -168,6 +223,10 @@ class SpectrumEncoder(nn.Module):
         LayerNorm epsilon (1e-5).
     mask_runs, mask_run_length, mask_placement : optional
         Default masking of the pretraining (see `random_token_mask`).
+    stem_channels : sequence of int, optional
+        Channels of a `ConvStem` making the data-token embeddings from their
+        pixels (needs ``stride == window``); empty (the default, the paper):
+        ``data_embed`` alone, a Linear on each token's features.
 
     Examples
     --------
@@ -188,7 +247,8 @@ class SpectrumEncoder(nn.Module):
 
     def __init__(self, *, embed_dim=768, num_layers=6, num_heads=6, window=20, stride=10,
                  max_len=800, n_pixels=grid.N_PIXELS, mlp_ratio=4.0, dropout=0.0, min_std=0.2,
-                 layernorm_eps=1e-5, mask_runs=6, mask_run_length=30, mask_placement="anywhere"):
+                 layernorm_eps=1e-5, mask_runs=6, mask_run_length=30, mask_placement="anywhere",
+                 stem_channels=()):
         super().__init__()
         if window < 1 or stride < 1 or n_pixels < window:
             raise ValueError(f"need 1 <= window <= n_pixels and stride >= 1, got window={window}, "
@@ -203,6 +263,9 @@ class SpectrumEncoder(nn.Module):
                            min_std=float(min_std), layernorm_eps=float(layernorm_eps),
                            mask_runs=int(mask_runs), mask_run_length=int(mask_run_length),
                            mask_placement=str(mask_placement))
+        stem_channels = tuple(int(c) for c in stem_channels)
+        if stem_channels:  # recorded only when used: the paper configs stay as they were
+            self.config["stem_channels"] = list(stem_channels)
         self.embed_dim = int(embed_dim)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
@@ -218,6 +281,10 @@ class SpectrumEncoder(nn.Module):
                              f"max_len={max_len}; increase max_len or the stride")
 
         self.data_embed = nn.Linear(self.token_features, embed_dim)
+        self.stem = None
+        if stem_channels:
+            self.stem = ConvStem(stem_channels, window=self.window, stride=self.stride,
+                                 embed_dim=embed_dim)
         self.position_embed = nn.Embedding(max_len, embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -350,7 +417,11 @@ class SpectrumEncoder(nn.Module):
                              f"({self.position_embed.num_embeddings})")
         pos = torch.arange(n, device=tokens.device)
         tokens = tokens.to(self.data_embed.weight.dtype)
-        x = self.dropout(self.data_embed(tokens) + self.position_embed(pos))
+        if self.stem is None:
+            x = self.data_embed(tokens)
+        else:  # statistics token through data_embed, data tokens through the conv stem
+            x = torch.cat([self.data_embed(tokens[:, :1]), self.stem(tokens[:, 1:, 2:])], dim=1)
+        x = self.dropout(x + self.position_embed(pos))
         maps = []
         for block in self.blocks:
             if return_attention:

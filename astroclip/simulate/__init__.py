@@ -7,13 +7,15 @@ quickstart and pipeline validation.
 
 * `simulate_survey` writes N galaxies to the paired HDF5 training-set format;
 * `MockSurveyDataset` makes item ``i`` on the fly (a torch Dataset);
-* `simulate_catalog` gives the truth catalogue alone (no pixels).
+* `simulate_catalog` gives the truth catalogue alone (no pixels);
+* `simulate_spectra` gives spectra only (and their noiseless versions), in memory.
 """
 
-from .survey import LABEL_NAMES, SurveyConfig, generate_chunk, simulate_catalog, simulate_survey
+from .survey import (LABEL_NAMES, SurveyConfig, generate_chunk, simulate_catalog, simulate_spectra,
+                     simulate_survey)
 
-__all__ = ["simulate_survey", "simulate_catalog", "MockSurveyDataset", "SurveyConfig",
-           "generate_chunk", "LABEL_NAMES"]
+__all__ = ["simulate_survey", "simulate_catalog", "simulate_spectra", "MockSurveyDataset",
+           "SurveyConfig", "generate_chunk", "LABEL_NAMES"]
 
 
 def __getattr__(name):

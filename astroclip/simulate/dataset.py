@@ -29,6 +29,13 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         default).
     split : {"train", "val", "test"} or int, optional
         Keep only the galaxies of this split (indices are then those of the split).
+    images : bool, optional
+        Put the ``"image"`` in the items (False: spectra only, faster).
+    model_flux : bool, optional
+        Also put ``"spectrum_model"`` (float32 (7781,)) in the items: the noiseless
+        fibre spectrum that ``"spectrum"`` observes with noise (the target of
+        denoising masked pretraining, `astroclip.pretrain_spectra` with
+        ``target="model"``).
     **options
         `astroclip.simulate.SurveyConfig` options (zmax, rmax, image_size, ...).
 
@@ -41,7 +48,8 @@ class MockSurveyDataset(torch.utils.data.Dataset):
     (3, (3, 32, 32), ['Z', 'image', 'spectrum', 'spectrum_ivar', 'targetid'])
     """
 
-    def __init__(self, n, *, seed=0, labels=None, split=None, **options):
+    def __init__(self, n, *, seed=0, labels=None, split=None, images=True, model_flux=False,
+                 **options):
         from .population import population_model
         from .survey import _check_n
 
@@ -55,6 +63,8 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         if unknown:
             raise ValueError(f"unknown label(s) {unknown}; choose among {list(LABEL_NAMES)}")
         self.labels = tuple(labels)
+        self.images = bool(images)
+        self.model_flux = bool(model_flux)
         # build the population before DataLoader workers fork, and check the limits
         limits = self.config.limits
         population_model().selection(limits["zmin"], limits["zmax"], limits["rmin"],
@@ -80,13 +90,17 @@ class MockSurveyDataset(torch.utils.data.Dataset):
         i = int(i) % length
         if self._index is not None:
             i = int(self._index[i])
-        arrays, truth = _generate(self.config, i, i + 1)
+        arrays, truth = _generate(self.config, i, i + 1, images=self.images,
+                                  model_flux=self.model_flux)
         item = {
             "targetid": torch.tensor(int(truth["TARGETID"][0]), dtype=torch.int64),
             "spectrum": torch.from_numpy(arrays["flux"][0]),
             "spectrum_ivar": torch.from_numpy(arrays["ivar"][0]),
-            "image": torch.from_numpy(arrays["image"][0]),
         }
+        if self.images:
+            item["image"] = torch.from_numpy(arrays["image"][0])
+        if self.model_flux:
+            item["spectrum_model"] = torch.from_numpy(arrays["flux_model"][0])
         for name in self.labels:
             item[name] = torch.tensor(float(truth[name][0]), dtype=torch.float32)
         return item

@@ -20,6 +20,7 @@ from ..exceptions import InputError
 from ..inputs import grid
 
 __all__ = ["SurveyConfig", "generate_chunk", "simulate_catalog", "simulate_survey",
+           "simulate_spectra",
            "LABEL_NAMES", "TRUTH_UNITS", "survey_splits"]
 
 #: Truth columns written as ``labels/<NAME>`` in the HDF5 file, with their units.
@@ -163,7 +164,7 @@ class SurveyConfig:
         return cls(**options)
 
 
-def generate_chunk(config, start, stop, *, pixels=True):
+def generate_chunk(config, start, stop, *, pixels=True, images=True, model_flux=False):
     """Galaxies ``start`` to ``stop - 1`` of a mock survey.
 
     Parameters
@@ -173,18 +174,26 @@ def generate_chunk(config, start, stop, *, pixels=True):
         Galaxy indices (TARGETID = index).
     pixels : bool, optional
         Make the observed spectra and images (False: truth catalogue only, fast).
+    images : bool, optional
+        Make the images (False: spectra only, about twice as fast; the spectra are
+        the same).
+    model_flux : bool, optional
+        Also return ``flux_model``: the noiseless light in the fibre on the DESI grid,
+        the spectrum that ``flux`` observes with noise (a denoising target).
 
     Returns
     -------
     arrays : dict
-        ``flux``, ``ivar`` (float32 (n, 7781)), ``image`` (float32 (n, 3, S, S)); empty
-        when ``pixels`` is False.
+        ``flux``, ``ivar`` (float32 (n, 7781)), ``image`` (float32 (n, 3, S, S)), with
+        ``model_flux`` also ``flux_model`` (float32 (n, 7781)); empty when ``pixels``
+        is False.
     truth : `~astropy.table.Table`
         TARGETID, RA, DEC, SPLIT and the `TRUTH_UNITS` columns.
     """
     from astropy.table import Table
 
-    arrays, cols = _generate(config, start, stop, pixels=pixels)
+    arrays, cols = _generate(config, start, stop, pixels=pixels, images=images,
+                             model_flux=model_flux)
     truth = Table()
     for name in ("TARGETID", "RA", "DEC", "SPLIT"):
         truth[name] = cols[name]
@@ -199,7 +208,8 @@ def generate_chunk(config, start, stop, *, pixels=True):
     return arrays, truth
 
 
-def _generate(config, start, stop, *, pixels=True, timings=None, index=None, images=True):
+def _generate(config, start, stop, *, pixels=True, timings=None, index=None, images=True,
+              model_flux=False):
     """`generate_chunk` with the truth as a dict of arrays (no Table overhead).
 
     ``timings``, a dict, accumulates the CPU time (s) of each stage (benchmarks).
@@ -294,6 +304,8 @@ def _generate(config, start, stop, *, pixels=True, timings=None, index=None, ima
                                               mask_rate=config.mask_rate)
         tick("spectra noise")
         arrays = {"flux": flux, "ivar": ivar}
+        if model_flux:
+            arrays["flux_model"] = fibre.astype(np.float32)
         cols["EXPTIME"] = exptime
     if pixels and images:
         stamps, info = render_images(pop, flux_bulge, flux_disc, rngs, size=config.image_size,
@@ -379,6 +391,66 @@ def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
     return vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
 
 
+def simulate_spectra(n, *, seed=0, start=0, workers=1, chunk_size=128, model_flux=True,
+                     progress=False, **options):
+    """Spectra of mock-survey galaxies ``start .. start + n - 1``, in memory, without images.
+
+    The spectra (and truth) are those of the same galaxies in `simulate_survey` and
+    `MockSurveyDataset`; making no images halves the cost.  With ``start`` past the
+    galaxies of a survey file, they are new galaxies of the same survey (a pretraining
+    stream that never sees the survey's held-out split).
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies.
+    seed : int, optional
+        Seed of the survey.
+    start : int, optional
+        Index of the first galaxy.
+    workers : int, optional
+        Processes.
+    chunk_size : int, optional
+        Galaxies per job.
+    model_flux : bool, optional
+        Also return the noiseless fibre spectra (``flux_model``).
+    progress : bool, optional
+        Progress bar.
+    **options
+        `SurveyConfig` options.
+
+    Returns
+    -------
+    arrays : dict
+        ``flux``, ``ivar`` and (with ``model_flux``) ``flux_model``, float32 (n, 7781).
+    truth : `~astropy.table.Table`
+        The truth catalogue of these galaxies (as `generate_chunk`).
+
+    Examples
+    --------
+    >>> from astroclip.simulate.survey import simulate_spectra
+    >>> arrays, truth = simulate_spectra(3, seed=0, start=100)
+    >>> arrays["flux_model"].shape, truth["TARGETID"].tolist()
+    ((3, 7781), [100, 101, 102])
+    """
+    from astropy.table import vstack
+
+    from .._progress import progress_bar
+
+    n = _check_n(n)
+    config = SurveyConfig.from_options(seed=seed, **options)
+    parts = []
+    with progress_bar(total=n, desc="mock spectra", unit="galaxy", progress=progress) as bar:
+        for arrays, truth in _iter_chunks(config, n, chunk_size, int(workers), start=int(start),
+                                          images=False, model_flux=model_flux):
+            parts.append((arrays, truth))
+            bar.update(len(truth))
+    arrays = {k: np.concatenate([a[k] for a, _ in parts]) for k in parts[0][0]}
+    truth = vstack([t for _, t in parts], metadata_conflicts="silent") if len(parts) > 1 \
+        else parts[0][1]
+    return arrays, truth
+
+
 def _worker_init():
     from .population import population_model
     from .ssp import continuum_available, highres_templates
@@ -389,15 +461,15 @@ def _worker_init():
 
 
 def _chunk_job(args):
-    config, start, stop = args
-    return generate_chunk(config, start, stop)
+    config, start, stop, kwargs = args
+    return generate_chunk(config, start, stop, **kwargs)
 
 
-def _iter_chunks(config, n, chunk_size, workers):
-    bounds = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+def _iter_chunks(config, n, chunk_size, workers, *, start=0, **kwargs):
+    bounds = [(s, min(s + chunk_size, start + n)) for s in range(start, start + n, chunk_size)]
     if workers <= 1 or len(bounds) == 1:
         for s, e in bounds:
-            yield generate_chunk(config, s, e)
+            yield generate_chunk(config, s, e, **kwargs)
         return
     import concurrent.futures as cf
     from collections import deque
@@ -406,14 +478,14 @@ def _iter_chunks(config, n, chunk_size, workers):
         pending = deque()
         jobs = iter(bounds)
         for s, e in jobs:
-            pending.append(pool.submit(_chunk_job, (config, s, e)))
+            pending.append(pool.submit(_chunk_job, (config, s, e, kwargs)))
             if len(pending) >= 2 * workers:
                 break
         while pending:
             result = pending.popleft().result()
             nxt = next(jobs, None)
             if nxt is not None:
-                pending.append(pool.submit(_chunk_job, (config,) + nxt))
+                pending.append(pool.submit(_chunk_job, (config,) + nxt + (kwargs,)))
             yield result
 
 
