@@ -323,7 +323,7 @@ def _generate(config, start, stop, *, pixels=True, timings=None, index=None, ima
 
 
 def survey_splits(config, n, *, chunk_size=4096):
-    """Split codes (0 train, 1 val, 2 test) of galaxies ``0 .. n-1`` (population draws only).
+    """Split codes (0 train, 1 val, 2 test) of galaxies 0 to ``n - 1`` (population draws only).
 
     Examples
     --------
@@ -393,7 +393,7 @@ def simulate_catalog(n, *, seed=0, start=0, chunk_size=256, **options):
 
 def simulate_spectra(n, *, seed=0, start=0, workers=1, chunk_size=128, model_flux=True,
                      progress=False, **options):
-    """Spectra of mock-survey galaxies ``start .. start + n - 1``, in memory, without images.
+    """Spectra of mock-survey galaxies ``start`` to ``start + n - 1``, in memory, without images.
 
     The spectra (and truth) are those of the same galaxies in `simulate_survey` and
     `MockSurveyDataset`; making no images halves the cost.  With ``start`` past the
