@@ -45,24 +45,7 @@ import numpy as np
 from astroclip.evaluation import knn_regression
 from astroclip.search import SimilarityIndex
 
-
-def best_time(fn, repeat=3):
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-def matmul_rate(n=2048, repeat=5):
-    """Best fp32 GFLOP/s of an n x n x n numpy matmul."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm up
-    t, _ = best_time(lambda: a @ b, repeat)
-    return 2 * n ** 3 / t / 1e9
+from _common import best_time, matmul_rate
 
 
 def data_sampler(d, seed=0, latent_dim=8, hidden=256):
@@ -181,7 +164,7 @@ def ivfpq(args):
     rows = []
     for nprobe in (8, 16, 32, 64):
         index.nprobe = nprobe
-        t, (_, found) = best_time(lambda: index.search_arrays(q, k=k, progress=False), 2)
+        t, _, (_, found) = best_time(lambda: index.search_arrays(q, k=k, progress=False), 2)
         rows.append((f"in memory, nprobe={nprobe}", t, recall_at_k(found, exact_i)))
     index = None
     rss_before = rss_mb()
@@ -189,7 +172,7 @@ def ivfpq(args):
     rss_load = rss_mb() - rss_before
     for nprobe in (16, 64):
         mapped.nprobe = nprobe
-        t, (_, found) = best_time(lambda: mapped.search_arrays(q, k=k, progress=False), 2)
+        t, _, (_, found) = best_time(lambda: mapped.search_arrays(q, k=k, progress=False), 2)
         rows.append((f"memory-mapped, nprobe={nprobe}", t, recall_at_k(found, exact_i)))
     print(f"memory-mapped load: resident memory +{rss_load:,.0f} MB before searching")
     print(f"\n{'IVF-PQ search':30s} {'time (s)':>9s} {'ms/query':>9s} {'recall@10':>9s}")
@@ -223,7 +206,7 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), numpy "
           f"{np.__version__}")
-    peak = matmul_rate()
+    peak = matmul_rate(library="numpy") / 1e9
     print(f"measured fp32 matmul rate (2048^3, numpy): {peak:.1f} GFLOP/s\n")
 
     t0 = time.perf_counter()
@@ -233,16 +216,16 @@ def main():
     flops = 2.0 * nq * n * d
 
     rows = []
-    t_np, (s_np, i_np) = best_time(lambda: numpy_topk(db, q, k), repeat=2)
+    t_np, _, (s_np, i_np) = best_time(lambda: numpy_topk(db, q, k), repeats=2)
     rows.append(("numpy brute force (matmul+argpartition)", t_np))
 
     flat = faiss.IndexFlatIP(d)
-    t_add, _ = best_time(lambda: (flat.reset(), flat.add(db)), repeat=1)
-    t_fl, (s_fl, i_fl) = best_time(lambda: flat.search(q, k), repeat=3)
+    t_add, _, _ = best_time(lambda: (flat.reset(), flat.add(db)), repeats=1)
+    t_fl, _, (s_fl, i_fl) = best_time(lambda: flat.search(q, k), repeats=3)
     rows.append(("faiss IndexFlatIP", t_fl))
 
-    t_build, index = best_time(lambda: SimilarityIndex(db, progress=False), repeat=1)
-    t_ix, table = best_time(lambda: index.search(q, k=k, progress=False), repeat=3)
+    t_build, _, index = best_time(lambda: SimilarityIndex(db, progress=False), repeats=1)
+    t_ix, _, table = best_time(lambda: index.search(q, k=k, progress=False), repeats=3)
     rows.append(("SimilarityIndex.search (flat, -> Table)", t_ix))
 
     agree = np.mean(i_fl == i_np)
@@ -259,13 +242,13 @@ def main():
 
     nlist = int(round(np.sqrt(n)))
     print(f"\nIVF (nlist={nlist}, trained on {min(n, 64 * nlist):,} vectors)")
-    t_ivf_build, ivf = best_time(lambda: SimilarityIndex(db, kind="ivf", nlist=nlist,
-                                                         progress=False), repeat=1)
+    t_ivf_build, _, ivf = best_time(
+        lambda: SimilarityIndex(db, kind="ivf", nlist=nlist, progress=False), repeats=1)
     print(f"build (train + add): {t_ivf_build:.2f} s")
     print(f"{'nprobe':>6s} {'time (s)':>9s} {'vs flat':>8s} {'vs numpy':>9s} {'recall@10':>9s}")
     for nprobe in (1, 4, 16, 31, 64):
         ivf.nprobe = nprobe
-        t_iv, (_, i_iv) = best_time(lambda: ivf.search_arrays(q, k=k, progress=False), 3)
+        t_iv, _, (_, i_iv) = best_time(lambda: ivf.search_arrays(q, k=k, progress=False), 3)
         print(f"{nprobe:6d} {t_iv:9.3f} {t_fl / t_iv:7.2f}x {t_np / t_iv:8.2f}x "
               f"{recall_at_k(i_iv, i_fl):9.4f}")
 
@@ -275,7 +258,7 @@ def main():
     y = db[:, 0] * 3 + db[:, 1] ** 2
     noise = rng.standard_normal((nte, d), dtype=np.float32)
     xte = db[rng.choice(n, nte, replace=False)] + 0.01 * noise
-    t_knn, _ = best_time(lambda: knn_regression(db, y, xte, k=64, progress=False), repeat=1)
+    t_knn, _, _ = best_time(lambda: knn_regression(db, y, xte, k=64, progress=False), repeats=1)
     knn_flops = 2.0 * nte * n * d
     print(f"\nknn_regression(k=64): {n:,} training x {nte:,} test objects in {t_knn:.2f} s "
           f"({nte / t_knn:,.0f} predictions/s; {knn_flops / t_knn / 1e9:.1f} GFLOP/s = "

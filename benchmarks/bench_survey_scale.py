@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_time  # noqa: E402
 from bench_spectrum_encoder import encoder_flops  # noqa: E402
 
 from astroclip import api  # noqa: E402
@@ -66,11 +67,7 @@ def model_rate(model, batch, threads, repeats=2):
     flux = 1 + torch.rand(batch, model.n_pixels)
     with torch.inference_mode():
         model.encode_spectrum(flux[:1])
-        best = np.inf
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model.encode_spectrum(flux)
-            best = min(best, time.perf_counter() - t)
+        best, _, _ = best_time(lambda: model.encode_spectrum(flux), repeats)
     return batch / best
 
 
