@@ -455,6 +455,28 @@ def _strip(state, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _side(state, prefix, renames, side):
+    """The keys of one side of a released ``astroclip.ckpt``, renamed onto our module.
+
+    ``renames`` is a sequence of ``(released prefix, our prefix)``; a key under
+    ``prefix`` that matches none of them is an error, as is a side with no key.
+    """
+    sub = _strip(state, prefix)
+    if not sub:
+        raise CheckpointError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
+    out, unknown = {}, []
+    for key, value in sub.items():
+        for old, new in renames:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            unknown.append(prefix + key)
+    if unknown:
+        raise CheckpointError(f"unexpected keys in the {side} side: {_summary(unknown)}")
+    return out
+
+
 def _backbone_config(state, hparams, num_heads=None):
     """SpectrumEncoder config from released tensors (shapes) and hyper-parameters."""
     for key in ("data_embed.weight", "position_embed.weight"):
@@ -516,21 +538,8 @@ def convert_spectrum_side(state, hparams, *, prefix="spectrum_encoder.", num_hea
     -------
     class_name, config, state_dict
     """
-    sub = _strip(state, prefix)
-    if not sub:
-        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
-    out, unknown = {}, []
-    for key, value in sub.items():
-        if key.startswith("backbone."):
-            out[key] = value
-        elif key.startswith("cross_attention."):
-            out["pooling." + key[len("cross_attention."):]] = value
-        elif key.startswith("mlp."):
-            out["pooling." + key] = value
-        else:
-            unknown.append(prefix + key)
-    if unknown:
-        raise ValueError(f"unexpected keys in the spectrum side: {_summary(unknown)}")
+    out = _side(state, prefix, [("backbone.", "backbone."), ("cross_attention.", "pooling."),
+                                ("mlp.", "pooling.mlp.")], "spectrum")
     backbone = _backbone_config(_strip(out, "backbone."), hparams, num_heads)
     if "pooling.query" not in out:
         raise ValueError(f"missing key {prefix}cross_attention.query")
@@ -595,19 +604,9 @@ def convert_image_side(state, hparams, *, prefix="image_encoder.", num_heads=Non
     -------
     class_name, config, state_dict
     """
-    sub = _strip(state, prefix)
-    if not sub:
-        raise ValueError(f"no key starts with {prefix!r}: not an AstroCLIP checkpoint")
-    out, unknown = {}, []
-    for key, value in sub.items():
-        if key.startswith(("backbone.", "cross_attention.")):
-            out[key] = value
-        elif key.startswith("mlp."):
-            out["cross_attention." + key] = value
-        else:
-            unknown.append(prefix + key)
-    if unknown:
-        raise ValueError(f"unexpected keys in the image side: {_summary(unknown)}")
+    out = _side(state, prefix, [("backbone.", "backbone."),
+                                ("cross_attention.", "cross_attention."),
+                                ("mlp.", "cross_attention.mlp.")], "image")
     backbone = _vit_config(_strip(out, "backbone."), num_heads=num_heads)
     # DINOv2 training heads are not part of the backbone
     out = {k: v for k, v in out.items()
